@@ -1,0 +1,102 @@
+"""`atft` command line: synth | build-dataset | check-data | filter-data | train | diagnose-head | report.
+
+Each sub-command is a thin wrapper around a function ``cli_<name>(args) -> int`` in the module
+that owns the concept; heavy modules are imported only when their command runs. Input errors
+(``atft.errors.InputError``) print one line naming the problem and the fix and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from atft.errors import InputError
+
+# command -> "module:function"
+COMMANDS: dict[str, str] = {
+    "synth": "atft.data.synthetic:cli_synth",
+    "build-dataset": "atft.data.prices:cli_build_dataset",
+    "check-data": "atft.health.data:cli_check_data",
+    "filter-data": "atft.data.filter:cli_filter_data",
+    "train": "atft.train.run:cli_train",
+    "diagnose-head": "atft.model.diagnose:cli_diagnose_head",
+    "report": "atft.health.report:cli_report",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atft", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write the synthetic panel with a known oracle IC")
+    s.add_argument("--out", required=True, help="output parquet path (sidecar .json and truth parquet beside it)")
+    s.add_argument("--stocks", type=int, default=None, help="number of stocks (default 300)")
+    s.add_argument("--days", type=int, default=None, help="number of trading days (default 750)")
+    s.add_argument("--features", type=int, default=None, help="number of features (default 32)")
+    s.add_argument("--seed", type=int, default=None, help="generator seed (default 0)")
+    s.add_argument("--config", default=None, help="config whose data.synthetic section gives the defaults")
+
+    s = sub.add_parser("build-dataset", help="features + targets from a daily price panel")
+    s.add_argument("--prices", required=True, help="price file (CSV or parquet), long or wide")
+    s.add_argument("--out", required=True, help="output parquet path")
+    s.add_argument("--start", default=None, help="first date kept (YYYY-MM-DD)")
+    s.add_argument("--end", default=None, help="last date kept (YYYY-MM-DD)")
+    s.add_argument("--config", default=None, help="config (horizons, target template)")
+
+    s = sub.add_parser("check-data", help="dataset health checks; exit 1 if any fails")
+    s.add_argument("path", help="parquet file, directory or glob")
+    s.add_argument("--config", default=None, help="config (horizons, template, thresholds)")
+    s.add_argument("--json", default=None, help="write the results as JSON here")
+    s.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    s = sub.add_parser("filter-data", help="drop dates / stocks / columns over the NaN thresholds")
+    s.add_argument("--input", required=True, help="input parquet file, directory or glob")
+    s.add_argument("--output", required=True, help="output parquet path")
+    s.add_argument("--max-nan-ratio", type=float, default=0.05, help="max NaN share (default 0.05)")
+    s.add_argument("--config", default=None, help="config (horizons, template)")
+
+    s = sub.add_parser("train", help="train ATFT-GAT-FAN (no arguments: the embedded default)")
+    s.add_argument("--config", default=None, help="YAML config (default: configs/default.yaml)")
+    s.add_argument("--data-path", default=None, help="parquet file, directory or glob (data.path)")
+    s.add_argument("--max-epochs", type=int, default=None, help="train.max_epochs")
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="train.batch_size: stocks per step; whole days are packed up to that many")
+    s.add_argument("--lr", type=float, default=None, help="train.lr (AdamW peak learning rate)")
+    s.add_argument("--seed", type=int, default=None, help="train.seed")
+    s.add_argument("--resume", default=None, help="run id or run directory to continue from last.pt")
+    s.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    s = sub.add_parser("diagnose-head", help="per-horizon spread of the prediction heads; exit 1 if collapsed")
+    s.add_argument("--config", default=None, help="YAML config")
+    s.add_argument("--checkpoint", default=None, help="checkpoint to load (default: fresh model)")
+    s.add_argument("--data", default=None, help="dataset for a real day batch (default: random input)")
+    s.add_argument("--threshold", type=float, default=None, help="min std (default health.min_head_std)")
+    s.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    s = sub.add_parser("report", help="Markdown + PNG plots from a health report JSON")
+    s.add_argument("report", help="health_report.json")
+    s.add_argument("--out", default="health_report", help="output directory")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    module, func = COMMANDS[args.command].split(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+        return int(fn(args) or 0)
+    except InputError as exc:
+        print(f"atft {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The result object every health check returns: a measured figure, its threshold, a verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one health check.
+
+    Attributes:
+        name: stable identifier (``target_nan_ratio[feat_ret_1d]``).
+        figure: the measured number (NaN when it could not be measured, which fails).
+        threshold: the bound it is compared with.
+        passed: the verdict.
+        op: how figure relates to threshold when passing ("<=", ">=", "<", ">", "==").
+        message: one line naming the cause (and the fix) when failing.
+        examples: a few failing cases (dates, codes, columns) for the report.
+    """
+
+    name: str
+    figure: float
+    threshold: float
+    passed: bool
+    op: str = "<="
+    message: str = ""
+    examples: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def compare(cls, name: str, figure: float, threshold: float, op: str = "<=",
+                message: str = "", examples: list[Any] | None = None) -> CheckResult:
+        """Build a result whose verdict is ``figure <op> threshold`` (NaN never passes)."""
+        f = float(figure)
+        ok = not math.isnan(f) and {
+            "<=": f <= threshold, ">=": f >= threshold, "<": f < threshold,
+            ">": f > threshold, "==": f == threshold,
+        }[op]
+        return cls(name, f, float(threshold), bool(ok), op, message if not ok else "", list(examples or []))
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict
+        d["examples"] = [str(e) for e in self.examples[:10]]
+        return d
+
+    def __str__(self) -> str:
+        s = f"{self.verdict} {self.name}: {self.figure:.6g} (threshold {self.op} {self.threshold:.6g})"
+        return s + (f" -- {self.message}" if self.message else "")
+
+
+def format_table(results: list[CheckResult]) -> str:
+    """Plain-text table: criterion, figure, threshold, verdict."""
+    rows = [("criterion", "figure", "threshold", "verdict")]
+    rows += [(r.name, f"{r.figure:.6g}", f"{r.op} {r.threshold:.6g}", r.verdict) for r in results]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    fails = [r for r in results if not r.passed]
+    for r in fails:
+        lines.append(f"FAIL {r.name}: {r.message}" + (f" e.g. {r.examples[:3]}" if r.examples else ""))
+    return "\n".join(lines)
