@@ -1,0 +1,97 @@
+"""`atft train`: config from flags, ``fit``, and the closing table (IC next to the oracle IC).
+
+``--batch-size`` is ``train.batch_size``: the number of stocks per optimisation step. Whole
+trading days are packed into a step until adding the next day would exceed it (a day with
+more stocks than that is a step on its own), so cross-sectional losses and metrics never mix
+days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from atft.config import Config, load
+from atft.horizons import Horizons
+
+log = logging.getLogger("atft.train")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Config file (default ``default``) <- flags <- ``key=value`` overrides <- env flags."""
+    overrides: list[str] = []
+    for flag, key in (("data_path", "data.path"), ("max_epochs", "train.max_epochs"),
+                      ("batch_size", "train.batch_size"), ("lr", "train.lr"), ("seed", "train.seed")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    overrides += list(getattr(args, "overrides", None) or [])
+    return load(args.config or "default", overrides)
+
+
+def apply_single_process(cfg: Config) -> None:
+    """FORCE_SINGLE_PROCESS / train.single_process: one torch and polars thread."""
+    if cfg.train.single_process:
+        import torch
+
+        os.environ.setdefault("POLARS_MAX_THREADS", "1")
+        torch.set_num_threads(1)
+        log.info("single process: torch threads=1, POLARS_MAX_THREADS=%s, loader workers=0",
+                 os.environ["POLARS_MAX_THREADS"])
+
+
+def oracle_for(cfg: Config) -> dict[str, Any] | None:
+    """The synthetic sidecar's oracle IC per horizon, when the data has one."""
+    from atft.data.synthetic import ensure_default_panel, sidecar_path
+
+    path = Path(cfg.data.path) if cfg.data.path else ensure_default_panel(cfg)
+    side = sidecar_path(path) if path.is_file() else None
+    if side is None or not side.exists():
+        return None
+    meta = json.loads(side.read_text())
+    return meta
+
+
+def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, Any] | None) -> str:
+    """Per horizon: test IC [95% CI], RankIC, Sharpe, yhat_std, and the oracle IC when known."""
+    rows = [("horizon", "IC(test)", "95% CI", "RankIC", "Sharpe", "yhat_std", "oracle IC", "IC/oracle")]
+    oic = (oracle or {}).get("oracle_ic", {})
+    for key in horizons.keys:
+        m = final["test"][key]
+        o = oic.get(key)
+        lo, hi = m["ic_ci95"]
+        rows.append((key, f"{m['ic']:.4f}", f"[{lo:.4f}, {hi:.4f}]", f"{m['rank_ic']:.4f}",
+                     f"{m['sharpe']:.3f}", f"{m['yhat_std']:.5f}",
+                     "-" if o is None else f"{o:.4f}",
+                     "-" if not o else f"{m['ic'] / o:.2f}"))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    from atft.train.loop import fit
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        base = load(args.config or "default", [])
+        if not run_dir.exists():
+            run_dir = Path(base.train.run_dir) / args.resume
+        cfg_path = run_dir / "config.yaml"
+        args.config = str(cfg_path) if cfg_path.exists() else args.config
+        cfg = config_from_args(args)
+        resume: Path | None = run_dir
+    else:
+        cfg = config_from_args(args)
+        resume = None
+    apply_single_process(cfg)
+    result = fit(cfg, resume=resume)
+    horizons = Horizons.from_config(cfg)
+    oracle = oracle_for(cfg)
+    print(f"run: {result.run_dir}  best epoch {result.best_epoch} "
+          f"({cfg.train.early_stopping_metric}={result.best_metric:.4f})")
+    print(summary_table(result.final, horizons, oracle))
+    return 0
