@@ -1,0 +1,221 @@
+"""Model-side checks: horizon keys, head spread, one training step, GAT not bypassed, leaks.
+
+Each function returns ``CheckResult`` objects (figure, threshold, verdict); none asserts.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from atft.data.batch import DayBatch
+from atft.health.result import CheckResult
+from atft.horizons import Horizons, output_key
+from atft.train.memory import live_tensor_count
+
+
+def _symdiff_result(name: str, want: Iterable[str], got: Iterable[str], what: str) -> CheckResult:
+    w, g = set(want), set(got)
+    diff = sorted(w ^ g)
+    return CheckResult.compare(
+        name, float(len(diff)), 0.0, "==",
+        f"{what}: missing {sorted(w - g)}, unexpected {sorted(g - w)} (symmetric difference {diff}); "
+        "this is how 'No matching horizons found' turned into a zero loss. Fix: make "
+        "data.horizons, data.target_template and the data's target columns agree.",
+        examples=diff)
+
+
+def check_horizon_keys(horizons: Horizons, dataset_columns: Sequence[str], model_out: Mapping[str, Any],
+                       loss_keys: Iterable[str], metric_keys: Iterable[str]) -> list[CheckResult]:
+    """model output keys == loss keys == metric keys == configured horizons == dataset targets."""
+    preds = model_out.get("predictions")
+    pred_keys = list(preds.keys()) if isinstance(preds, Mapping) else []
+    present = horizons.target_horizons_in(dataset_columns)
+    return [
+        # extra horizons in the data are fine; a configured horizon without its column is not
+        _symdiff_result("horizon_keys_dataset", horizons.keys,
+                        [output_key(h) for h in present if output_key(h) in horizons.keys],
+                        f"dataset target columns (template '{horizons.template}') vs configured horizons"),
+        _symdiff_result("horizon_keys_model", horizons.keys, pred_keys,
+                        "model output['predictions'] keys vs configured horizons"),
+        _symdiff_result("horizon_keys_loss", horizons.keys, loss_keys, "loss terms vs configured horizons"),
+        _symdiff_result("horizon_keys_metrics", horizons.keys, metric_keys,
+                        "metric keys vs configured horizons"),
+    ]
+
+
+@torch.no_grad()
+def head_outputs(model: torch.nn.Module, batch: DayBatch) -> dict[str, Any]:
+    """Eval-mode forward; restores the previous train/eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        return model(batch)
+    finally:
+        model.train(was)
+
+
+def check_head_spread(model: torch.nn.Module, batch: DayBatch, horizons: Horizons,
+                      threshold: float = 0.001) -> tuple[list[CheckResult], dict[str, list[float]]]:
+    """Per horizon: cross-sectional std of the point forecast > threshold; quantiles ordered.
+
+    Returns the results and the point forecasts per horizon (for the report's histograms).
+    Shapes: predictions ``[N, Q]``, point ``[N]`` per horizon (a single-day batch).
+    """
+    out = head_outputs(model, batch)
+    results, samples = [], {}
+    for key in horizons.keys:
+        point = out["point"][key].float()
+        std = float(point.std(unbiased=False)) if point.numel() > 1 else float("nan")
+        results.append(CheckResult.compare(
+            f"head_std[{key}]", std, threshold, ">",
+            f"{key}: cross-sectional std of the point forecast is {std:.3g} <= {threshold}: constant "
+            "predictions (yhat_std=0). Fix: check the head init (model.head_init_std), the learning "
+            "rate, and that normalization does not flatten the inputs (atft check-data)."))
+        q = out["predictions"][key].float()
+        ordered = float((q[:, 1:] >= q[:, :-1]).all(dim=1).float().mean()) if q.shape[1] > 1 else 1.0
+        results.append(CheckResult.compare(
+            f"quantiles_ordered[{key}]", ordered, 1.0, "==",
+            f"{key}: only {ordered:.1%} of rows have ordered quantiles. Fix: the head must keep "
+            "quantiles monotone (median +/- positive offsets)."))
+        samples[key] = [float(v) for v in point.tolist()]
+    return results, samples
+
+
+def _grad_norm(module: torch.nn.Module | None) -> float:
+    if module is None:
+        return 0.0
+    sq = 0.0
+    for p in module.parameters():
+        if p.grad is not None:
+            sq += float(p.grad.detach().float().pow(2).sum())
+    return math.sqrt(sq) if math.isfinite(sq) else float("nan")
+
+
+def check_training_step(model: torch.nn.Module, batch: DayBatch, loss_fn: Callable[..., Any],
+                        allow_gat_bypass: bool = False) -> list[CheckResult]:
+    """One forward/backward: loss finite and > 0 with a gradient path; every part gets gradient.
+
+    Parts come from ``model.parts()`` (vsn, tft, gat, fusion, heads). The GAT's gradient norm
+    must be > 0 unless ``allow_gat_bypass``.
+    """
+    model.train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
+    out = model(batch)
+    lo = loss_fn(out, batch)
+    total = lo.total
+    value = float(total.detach()) if torch.is_tensor(total) else float(total)
+    has_path = float(torch.is_tensor(total) and total.requires_grad and total.grad_fn is not None)
+    results = [
+        CheckResult.compare("loss_positive", value if math.isfinite(value) else float("nan"), 0.0, ">",
+                            f"training loss is {value}: a zero or non-finite loss trains nothing "
+                            "(the original bug: the prediction dict was not unwrapped, no horizon "
+                            "matched, loss=0). Fix: the loss must read output['predictions'] and "
+                            "match every configured horizon."),
+        CheckResult.compare("loss_grad_path", has_path, 1.0, "==",
+                            "the loss has no gradient path to the parameters (detached constant). "
+                            "Fix: compute the loss from the model's predictions, never a new tensor."),
+    ]
+    if has_path:
+        total.backward()
+    parts: dict[str, torch.nn.Module | None] = model.parts()  # type: ignore[operator]
+    for name, module in parts.items():
+        norm = _grad_norm(module) if has_path else 0.0
+        if name == "gat" and module is None and allow_gat_bypass:
+            continue
+        results.append(CheckResult.compare(
+            f"grad_norm[{name}]", norm, 0.0, ">",
+            f"part '{name}' got gradient norm {norm:.3g} after backward: "
+            + ("it is switched off (None) — the GAT is bypassed. Fix: unset BYPASS_GAT_COMPLETELY / "
+               "DISABLE_GRAPH_BUILDER and set model.use_gat / graph.enabled true."
+               if module is None else "it does not learn. Fix: check that its output reaches the loss.")))
+    model.zero_grad(set_to_none=True)
+    del out, lo, total
+    return results
+
+
+@torch.no_grad()
+def check_gat_effect(model: torch.nn.Module, batch: DayBatch, horizons: Horizons,
+                     min_change: float = 1e-6) -> CheckResult:
+    """Removing the edges changes the outputs (eval mode): the graph path is really used."""
+    a = head_outputs(model, batch)
+    b = head_outputs(model, batch.without_edges())
+    change = max(float((a["point"][k] - b["point"][k]).abs().max()) for k in horizons.keys)
+    n_edges = int(batch.edge_index.shape[1])
+    return CheckResult.compare(
+        "gat_edges_change_output", change if n_edges else float("nan"), min_change, ">",
+        f"removing all {n_edges} edges changed the point forecasts by at most {change:.3g}: the graph "
+        "path is bypassed or has no effect. Fix: unset BYPASS_GAT_COMPLETELY / DISABLE_GRAPH_BUILDER; "
+        "check graph.enabled, model.use_gat and that the graph builder yields edges "
+        "(graph.threshold, graph.min_obs).", examples=[f"edges={n_edges}"])
+
+
+def check_no_leak(run: Callable[[], Any], tolerance: int = 0) -> CheckResult:
+    """Tensors alive after ``run()`` returns minus before (gc-visible): the CPU side of "memory freed"."""
+    gc.collect()
+    before = live_tensor_count()
+    run()
+    gc.collect()
+    after = live_tensor_count()
+    grown = after - before
+    return CheckResult.compare(
+        "no_tensors_left_alive", float(grown), float(tolerance), "<=",
+        f"{grown} tensors created by the run are still referenced after it returned (losses kept "
+        "in lists, optimizer held globally...). Fix: accumulate float(loss) not the tensor; drop "
+        "references to the optimizer and outputs; call release_cuda_memory().")
+
+
+def mini_train(model: torch.nn.Module, batches: Sequence[DayBatch], loss_fn: Callable[..., Any],
+               steps: int, lr: float, horizons: Horizons, min_std: float,
+               step_fn: Callable[..., Any] | None = None) -> list[CheckResult]:
+    """A few AdamW steps on a few days: fixed-batch loss goes down, prediction spread survives.
+
+    ``step_fn(model, batch, loss_fn, optimizer)`` performs one step (default: forward, loss,
+    backward, step); the leak check wraps the whole run, see ``check_no_leak``.
+    """
+    fixed = batches[0]
+
+    def fixed_loss() -> float:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            v = float(loss_fn(model(fixed), fixed).total)
+        model.train(was)
+        return v
+
+    def default_step(m: torch.nn.Module, b: DayBatch, lf: Callable[..., Any], opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        lf(m(b), b).total.backward()
+        opt.step()
+
+    step = step_fn or default_step
+    before = fixed_loss()
+
+    def run() -> None:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        model.train()
+        for i in range(steps):
+            step(model, batches[i % len(batches)], loss_fn, opt)
+        model.zero_grad(set_to_none=True)
+
+    leak = check_no_leak(run)
+    after = fixed_loss()
+    results = [
+        CheckResult.compare("mini_train_loss_ratio", after / before if before > 0 else float("nan"), 1.0, "<",
+                            f"loss on a fixed batch went from {before:.4g} to {after:.4g} in {steps} steps: "
+                            "the model does not learn. Fix: check lr, gradient flow (grad_norm checks) "
+                            "and that targets are not all masked.",
+                            examples=[f"before={before:.5g}", f"after={after:.5g}"]),
+        leak,
+    ]
+    spread, _ = check_head_spread(model, fixed, horizons, min_std)
+    for r in spread:
+        if r.name.startswith("head_std"):
+            r.name = r.name.replace("head_std", "mini_train_head_std")
+            results.append(r)
+    return results

@@ -1,0 +1,54 @@
+"""Quality gates (slow): the recovery plan's 3-epoch checkpoint and 10-epoch criteria.
+
+Thresholds from ``health`` in the config (defaults: the recovery plan). On the embedded
+synthetic default also IC@1d >= health.oracle_fraction x the oracle IC of the sidecar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from atft.health.train_checks import checkpoint_checks, quality_gate
+from atft.horizons import Horizons
+
+pytestmark = pytest.mark.slow
+
+
+def _fit(cfg, prepared, tmp_path_factory, epochs: int):
+    from atft.train.loop import fit
+
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, max_epochs=epochs, run_dir=str(tmp_path_factory.mktemp("runs")),
+        log_dir=str(tmp_path_factory.mktemp("logs")), progress=False))
+    return fit(cfg, prepared, run_id=f"health_{epochs}ep")
+
+
+def _oracle(cfg, data_path):
+    from atft.train.run import oracle_for
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_path)))
+    meta = oracle_for(cfg)
+    return None if meta is None else meta.get("oracle_ic")
+
+
+def _history_artifact(health, name, res, horizons):
+    health.artifact("history", {"run": name, "epochs": res.history,
+                                "test": {k: res.final["test"][k] for k in horizons.keys}})
+
+
+def test_three_epoch_checkpoint(atft_config, atft_prepared, tmp_path_factory, health):
+    horizons = Horizons.from_config(atft_config)
+    res = _fit(atft_config, atft_prepared, tmp_path_factory, 3)
+    _history_artifact(health, "3 epochs", res, horizons)
+    health.check(checkpoint_checks(res.history, res.final, horizons, atft_config.health,
+                                   atft_config.health.ic_3ep))
+
+
+def test_ten_epoch_quality_gate(atft_config, atft_prepared, atft_data_path, tmp_path_factory, health):
+    horizons = Horizons.from_config(atft_config)
+    res = _fit(atft_config, atft_prepared, tmp_path_factory, 10)
+    _history_artifact(health, "10 epochs", res, horizons)
+    health.check(quality_gate(res.history, res.final, horizons, atft_config.health,
+                              _oracle(atft_config, atft_data_path)))
