@@ -1,0 +1,144 @@
+"""ATFT-GAT-FAN: the assembled multi-horizon model (design.md section 4).
+
+::
+
+    h      = VSN(features)                      [N, T, F] -> [N, T, H]  per-feature GRNs
+    h      = h + SAN(FAN(h))                    normalized view added to the sequence (optional)
+    z_t    = TFT(h)[:, -1]                      [N, H]  LSTM + causal attention, last step
+    z_g    = GAT(z_t, edges)                    [N, H]  per-day graph (optional)
+    z, g   = Fusion(z_t, z_g)                   [N, H], gate [N]
+    q      = Heads(z)                           {horizon_{h}d: [N, Q]}, point = median
+
+The adaptive norms are added to (not substituted for) the VSN sequence: per-stock temporal
+normalization removes each stock's level, which is exactly the cross-sectional information a
+return ranking needs. Output contract::
+
+    {"predictions": {"horizon_{h}d": [N, Q]}, "point": {"horizon_{h}d": [N]},
+     "fusion_gate": [N], "attention": {...} only when requested}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from atft.config import Config
+from atft.data.batch import DayBatch
+from atft.errors import ShapeError
+from atft.horizons import output_key
+from atft.model.adaptive_norm import FrequencyAdaptiveNorm, SliceAdaptiveNorm
+from atft.model.fusion import GatedFusion
+from atft.model.gat import GraphAttentionEncoder
+from atft.model.heads import MultiHorizonHeads
+from atft.model.tft import TemporalEncoder
+from atft.model.vsn import VariableSelectionNetwork
+
+log = logging.getLogger(__name__)
+
+
+class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
+    """Multi-horizon quantile model over day batches. Blocks take plain args; see ``from_config``.
+
+    Args:
+        num_features: F, input features per stock and day.
+        horizons: forecast horizons in days (output keys ``horizon_{h}d``).
+        hidden_size: H.
+        quantiles: increasing levels containing 0.5 (the point forecast).
+        gat_heads: heads per GAT layer; None switches the graph path off (``gat``/``fusion`` None).
+        adaptive_norm: FAN + SAN on the temporal sequence (off: ``fan``/``san`` None).
+        graph_off_reason: why the graph path is off, for the one WARNING logged at construction.
+
+    Shapes:
+        batch.features ``[N, T, F]``, edge_index ``[2, E]``, edge_attr ``[E, 3]``;
+        output as in the module docstring.
+    """
+
+    def __init__(self, num_features: int, horizons: Sequence[int], hidden_size: int = 64,
+                 quantiles: Sequence[float] = (0.2, 0.5, 0.8), vsn_selection: str = "softmax",
+                 lstm_layers: int = 1, attention_heads: int = 4, dropout: float = 0.1,
+                 adaptive_norm: bool = True, fan_top_k: int = 3, san_slice_len: int = 5,
+                 gat_heads: Sequence[int] | None = (4, 2), gat_dropout: float = 0.1,
+                 edge_dropout: float = 0.1, head_init_std: float = 0.05,
+                 graph_off_reason: str = "gat_heads=None") -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ShapeError(f"num_features must be >= 1, got {num_features}. Fix: set "
+                             "model.num_features or pass the data's feature count.")
+        self.num_features, self.hidden_size = num_features, hidden_size
+        self.keys = [output_key(h) for h in horizons]
+        self.quantiles = [float(q) for q in quantiles]
+        self.vsn = VariableSelectionNetwork(num_features, hidden_size, dropout, vsn_selection)
+        self.fan = FrequencyAdaptiveNorm(hidden_size, fan_top_k) if adaptive_norm else None
+        self.san = SliceAdaptiveNorm(hidden_size, san_slice_len) if adaptive_norm else None
+        self.tft = TemporalEncoder(hidden_size, lstm_layers, attention_heads, dropout)
+        self.gat = (GraphAttentionEncoder(hidden_size, gat_heads, gat_dropout, edge_dropout)
+                    if gat_heads is not None else None)
+        self.fusion = GatedFusion(hidden_size) if gat_heads is not None else None
+        self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, head_init_std, dropout)
+        if self.gat is None:
+            log.warning("ATFT_GAT_FAN: the graph path (GAT) is bypassed (%s): predictions use the "
+                        "temporal path only, in training and evaluation alike", graph_off_reason)
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, cfg: Config, num_features: int | None = None) -> ATFT_GAT_FAN:
+        """Build from ``cfg.model`` / ``cfg.data.horizons`` / ``cfg.graph.enabled``.
+
+        F is ``cfg.model.num_features`` when > 0, else ``num_features``.
+
+        Raises:
+            ShapeError: both are given and differ, or neither is.
+        """
+        m = cfg.model
+        if m.num_features > 0:
+            if num_features is not None and num_features != m.num_features:
+                raise ShapeError(
+                    f"model.num_features={m.num_features} but the data has {num_features} features. "
+                    f"Fix: set model.num_features={num_features} (or 0 to take it from the data), "
+                    "or select the configured features with data.features.")
+            f = int(m.num_features)
+        elif num_features is None:
+            raise ShapeError("model.num_features=0 (take it from the data) but no feature count "
+                             "was given. Fix: pass num_features, or set model.num_features.")
+        else:
+            f = int(num_features)
+        graph_on = bool(m.use_gat and cfg.graph.enabled)
+        reason = f"model.use_gat={m.use_gat}, graph.enabled={cfg.graph.enabled}"
+        return cls(f, list(cfg.data.horizons), m.hidden_size, list(m.quantiles), m.vsn_selection,
+                   m.lstm_layers, m.attention_heads, m.dropout, m.adaptive_norm, m.fan_top_k,
+                   m.san_slice_len, list(m.gat_heads) if graph_on else None, m.gat_dropout,
+                   m.edge_dropout, m.head_init_std, graph_off_reason=reason)
+
+    def reset_parameters(self) -> None:
+        """Re-initialize every block (a fresh, valid model)."""
+        for part in (self.vsn, self.fan, self.san, self.tft, self.gat, self.fusion, self.heads):
+            if part is not None:
+                part.reset_parameters()
+
+    def parts(self) -> dict[str, nn.Module | None]:
+        """Named parts for per-part gradient norms; switched-off parts are None."""
+        return {"vsn": self.vsn, "tft": self.tft, "gat": self.gat, "fusion": self.fusion,
+                "heads": self.heads}
+
+    def forward(self, batch: DayBatch, return_attention: bool = False) -> dict[str, Any]:
+        batch.validate(self.num_features)
+        h, selection = self.vsn(batch.features)  # [N, T, H], [N, T, F]
+        if self.fan is not None and self.san is not None:
+            h = h + self.san(self.fan(h))  # [N, T, H]
+        z, temporal_attn = self.tft(h, return_attention)  # [N, H]
+        graph_attn: list[tuple[Tensor, Tensor]] = []
+        if self.gat is not None and self.fusion is not None:
+            zg, graph_attn = self.gat(z, batch.edge_index, batch.edge_attr, return_attention)
+            z, gate = self.fusion(z, zg)  # [N, H], [N]
+        else:
+            gate = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)  # temporal path only
+        predictions, point = self.heads(z)
+        out: dict[str, Any] = {"predictions": predictions, "point": point, "fusion_gate": gate}
+        if return_attention:
+            out["attention"] = {"temporal": temporal_attn, "graph": graph_attn,
+                                "variable_selection": selection}
+        return out
