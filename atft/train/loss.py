@@ -245,5 +245,5 @@ class MultiHorizonLoss(nn.Module):
             pinball=pinball,
             corr=corr,
             n_valid=int(sum(n_per_h)),
-            n_valid_per_horizon={k: int(c) for k, c in zip(self.keys, n_per_h)},
+            n_valid_per_horizon={k: int(c) for k, c in zip(self.keys, n_per_h, strict=True)},
         )
