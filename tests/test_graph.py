@@ -1,0 +1,180 @@
+"""GraphBuilder: pairwise-complete correlations by matmul, top-k, symmetric, no look-ahead, cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import torch
+
+from atft.config import GraphConfig
+from atft.data.panel import Panel
+from atft.errors import InputError
+from atft.graph.builder import GraphBuilder, pairwise_corr
+
+torch.set_num_threads(1)
+
+
+def block_returns(num_dates: int = 60, groups: int = 3, per_group: int = 8, seed: int = 0,
+                  missing: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """[L, N] returns with a planted block structure (group factor + noise), some NaN; group ids."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), per_group)
+    factors = rng.normal(size=(num_dates, groups))
+    r = 0.01 * (factors[:, g] + 0.6 * rng.normal(size=(num_dates, g.size)))
+    r[rng.random(r.shape) < missing] = np.nan
+    return r, g
+
+
+def loop_corr(r: np.ndarray, min_obs: int) -> np.ndarray:
+    """The straightforward per-pair reference."""
+    n = r.shape[1]
+    out = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(n):
+            m = ~np.isnan(r[:, i]) & ~np.isnan(r[:, j])
+            if m.sum() >= min_obs and r[m, i].std() > 0 and r[m, j].std() > 0:
+                out[i, j] = np.corrcoef(r[m, i], r[m, j])[0, 1]
+    return out
+
+
+def edge_set(ei: torch.Tensor) -> set[tuple[int, int]]:
+    return set(map(tuple, ei.T.tolist()))
+
+
+def make_panel(returns: np.ndarray, sector: np.ndarray | None = None, market: np.ndarray | None = None) -> Panel:
+    d, n = returns.shape
+    return Panel(features=np.zeros((d, n, 1), np.float32), targets=np.zeros((d, n, 1), np.float32),
+                 valid=np.ones((d, n), bool), returns=returns.astype(np.float32), codes=[f"C{i}" for i in range(n)],
+                 dates=[dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(d)], feature_names=["x"],
+                 target_names=["feat_ret_1d"], horizons=[1],
+                 sector=np.full(n, -1) if sector is None else sector, market=np.full(n, -1) if market is None else market)
+
+
+def test_correlation_matches_per_pair_loop() -> None:
+    r, _ = block_returns(num_dates=30, groups=2, per_group=4, missing=0.25, seed=1)
+    r[:, 0] = np.nan
+    r[:8, 0] = np.arange(8)  # few observations: below min_obs with most partners
+    rho, n = pairwise_corr(r)
+    want = loop_corr(r, min_obs=1)
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(rho.numpy()[ok], want[ok], atol=1e-5)
+    counts = (~np.isnan(r)).astype(float).T @ (~np.isnan(r)).astype(float)
+    np.testing.assert_array_equal(n.numpy(), counts)
+
+
+def test_edges_match_reference_topk_union() -> None:
+    r, _ = block_returns(num_dates=50, groups=3, per_group=5, missing=0.1, seed=2)
+    b = GraphBuilder(lookback=50, min_obs=30, top_k=2, threshold=0.2, cache_size=0)
+    ei, ea = b.build(r, np.full(15, -1), np.full(15, -1))
+    ref = loop_corr(r, min_obs=30)
+    score = np.where(np.isnan(ref), -1.0, np.abs(ref))
+    np.fill_diagonal(score, -1.0)
+    want: set[tuple[int, int]] = set()
+    for i in range(15):
+        for j in np.argsort(-score[i])[:2]:  # top-k per node BEFORE symmetrization
+            if score[i, j] > 0.2:
+                want |= {(i, int(j)), (int(j), i)}
+    assert edge_set(ei) == want
+    np.testing.assert_allclose(ea[:, 0].numpy(), ref[ei[0].numpy(), ei[1].numpy()], atol=1e-5)
+
+
+def test_planted_blocks_recovered_symmetric_no_self_loops() -> None:
+    r, g = block_returns(num_dates=60, groups=3, per_group=10, seed=3)
+    ei, ea = GraphBuilder(lookback=60, min_obs=40, top_k=5, threshold=0.3).build(r, g, np.zeros(30, np.int64))
+    src, dst = ei.numpy()
+    assert ei.dtype == torch.long and ea.dtype == torch.float32 and ea.shape == (ei.shape[1], 3)
+    assert ei.shape[1] >= 30 * 5  # every node keeps its top-5 (before the union)
+    assert (g[src] == g[dst]).mean() > 0.95
+    assert edge_set(ei) == {(j, i) for i, j in edge_set(ei)}
+    assert not (src == dst).any() and src.min() >= 0 and max(src.max(), dst.max()) < 30
+    np.testing.assert_array_equal(ea[:, 1].numpy(), (g[src] == g[dst]).astype(np.float32))  # sector = group
+    assert (ea[:, 2] == 1).all()  # everyone in market 0
+    assert (ea[:, 0].abs() > 0.3).all()
+
+
+def test_top_k_bounds_out_degree_before_union() -> None:
+    r, g = block_returns(num_dates=60, groups=1, per_group=12, seed=4)
+    ei, _ = GraphBuilder(lookback=60, min_obs=40, top_k=3, threshold=0.0).build(r, g, g)
+    deg = np.bincount(ei[0].numpy(), minlength=12)
+    # one dense block: each node picks 3, the union adds in-edges; never more than 3 + in-picks
+    assert deg.min() >= 3 and ei.shape[1] <= 2 * 12 * 3
+
+
+def test_unknown_sector_and_market_are_zero() -> None:
+    r, g = block_returns(num_dates=60, groups=1, per_group=4, seed=5)
+    sector = np.array([-1, -1, 0, 0])
+    ei, ea = GraphBuilder(lookback=60, min_obs=40, top_k=3).build(r, sector, np.full(4, -1))
+    same = {(int(s), int(d)): float(v) for s, d, v in zip(ei[0], ei[1], ea[:, 1])}
+    assert same[(0, 1)] == 0.0 and same[(2, 3)] == 1.0
+    assert (ea[:, 2] == 0).all()
+
+
+def test_degenerate_inputs_give_empty_graphs() -> None:
+    b = GraphBuilder(lookback=10, min_obs=5, top_k=2)
+    for r in (np.zeros((10, 1)), np.zeros((10, 0)), np.zeros((3, 5)), np.full((10, 4), np.nan)):
+        ei, ea = b.build(r, np.zeros(r.shape[1], np.int64), np.zeros(r.shape[1], np.int64))
+        assert ei.shape == (2, 0) and ea.shape == (0, 3)
+
+
+def test_no_look_ahead_in_for_date() -> None:
+    r, g = block_returns(num_dates=100, groups=2, per_group=6, seed=6, missing=0.0)
+    d, rows = 70, np.arange(12)
+    make = lambda: GraphBuilder(lookback=30, min_obs=20, top_k=3, threshold=0.1, cache_size=0)  # noqa: E731
+    base = make().for_date(make_panel(r), d, rows)
+    future = r.copy()
+    future[d + 1:] = np.random.default_rng(9).normal(size=future[d + 1:].shape)  # every later return
+    after = make().for_date(make_panel(future), d, rows)
+    assert torch.equal(base[0], after[0]) and torch.equal(base[1], after[1])
+    past = r.copy()
+    past[d - 29:d + 1] = np.random.default_rng(9).normal(size=past[d - 29:d + 1].shape)  # inside the window
+    changed = make().for_date(make_panel(past), d, rows)
+    assert edge_set(changed[0]) != edge_set(base[0])
+
+
+def test_for_date_indices_are_into_rows_and_window_ends_at_d() -> None:
+    r, g = block_returns(num_dates=80, groups=2, per_group=6, seed=7, missing=0.0)
+    panel = make_panel(r, sector=g)
+    rows = np.array([11, 0, 7, 3, 5])
+    ei, ea = GraphBuilder(lookback=40, min_obs=30, top_k=2, threshold=0.1).for_date(panel, 60, rows)
+    want_ei, want_ea = GraphBuilder(lookback=40, min_obs=30, top_k=2, threshold=0.1).build(
+        r[21:61][:, rows], g[rows], np.full(5, -1))
+    assert torch.equal(ei, want_ei) and torch.allclose(ea, want_ea)
+    assert ei.numel() and ei.max() < rows.size
+
+
+def test_cache_key_includes_the_date() -> None:
+    r, g = block_returns(num_dates=120, groups=3, per_group=5, seed=8, missing=0.0)
+    r[60:] = np.random.default_rng(1).normal(size=r[60:].shape)  # regime change: different graphs later
+    panel = make_panel(r, sector=g)
+    b = GraphBuilder(lookback=40, min_obs=30, top_k=3, threshold=0.2, cache_size=8)
+    rows = np.arange(15)
+    g_early = b.for_date(panel, 59, rows)
+    g_late = b.for_date(panel, 110, rows)  # same rows, another date (and same first date character)
+    assert str(panel.dates[59])[0] == str(panel.dates[110])[0]
+    assert edge_set(g_early[0]) != edge_set(g_late[0]) and b.misses == 2 and b.hits == 0
+    assert b.for_date(panel, 59, rows) is g_early and b.hits == 1
+    b.for_date(panel, 59, rows[:10])  # other rows -> other entry
+    assert b.misses == 3 and len(b) == 3
+
+
+def test_cache_is_bounded_lru() -> None:
+    r, _ = block_returns(num_dates=50, groups=1, per_group=4, seed=9)
+    panel = make_panel(r)
+    b = GraphBuilder(lookback=10, min_obs=5, top_k=2, cache_size=2)
+    for d in (10, 11, 10, 12):  # 10 refreshed, so 11 is evicted
+        b.for_date(panel, d, np.arange(4))
+    assert len(b) == 2 and b.hits == 1
+    b.for_date(panel, 10, np.arange(4))
+    b.for_date(panel, 11, np.arange(4))
+    assert b.hits == 2 and b.misses == 4
+
+
+def test_from_config_and_bad_parameters() -> None:
+    b = GraphBuilder.from_config(GraphConfig(lookback=30, min_obs=20, top_k=7, threshold=0.4, cache_size=3))
+    assert b.params == (30, 20, 7, 0.4) and b.cache_size == 3
+    with pytest.raises(InputError, match="min_obs=50 exceeds graph.lookback=30"):
+        GraphBuilder(lookback=30, min_obs=50)
+    with pytest.raises(InputError, match="Fix"):
+        GraphBuilder(top_k=0)
