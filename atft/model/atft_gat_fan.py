@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from atft.config import Config
 from atft.data.batch import DayBatch
-from atft.errors import ShapeError
+from atft.errors import DataError, ShapeError
 from atft.horizons import output_key
 from atft.model.adaptive_norm import FrequencyAdaptiveNorm, SliceAdaptiveNorm
 from atft.model.fusion import GatedFusion
@@ -125,7 +125,18 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                 "heads": self.heads}
 
     def forward(self, batch: DayBatch, return_attention: bool = False) -> dict[str, Any]:
+        """Forecast every stock of the batch (output contract in the module docstring).
+
+        Raises:
+            ShapeError: the batch breaks the DayBatch contract or has another F (both named).
+            DataError: NaN/inf in features or edge features.
+        """
         batch.validate(self.num_features)
+        for name, t in (("features", batch.features), ("edge_attr", batch.edge_attr)):
+            if not bool(torch.isfinite(t).all()):
+                raise DataError(f"batch {name} contain NaN/inf ({int((~torch.isfinite(t)).sum())} values). "
+                                "Fix: the DayBatch contract replaces missing values by 0 (flagged in "
+                                "`observed`) before the model; check the normalizer / loader.")
         h, selection = self.vsn(batch.features)  # [N, T, H], [N, T, F]
         if self.fan is not None and self.san is not None:
             h = h + self.san(self.fan(h))  # [N, T, H]
