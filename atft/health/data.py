@@ -1,0 +1,400 @@
+"""Dataset health checks (``atft check-data``): small lazy aggregations over a polars LazyFrame.
+
+Each check is a function ``check_x(lf, cfg) -> list[CheckResult]`` whose work is one (or, on
+failure, two) ``collect()`` of an aggregate: per-column sums in one ``select``, per-date sums in
+one ``group_by``. The frame itself is never materialized, so multi-GB files are checked by
+streaming the columns a check needs. ``CHECKS`` is the registry; ``run_checks`` runs it.
+
+Definitions (design.md section 7):
+
+* missing = ``is_null() | is_nan()`` (polars ``null_count`` ignores float NaN).
+* legitimate tail of target h: the last h rows of each stock (the last h dates of the panel,
+  and the h rows before a stock's last date when it delists). These rows have no h-day target
+  and are excluded from target NaN ratios (numerator and denominator).
+* constant: spread ``max - min <= CONST_ATOL + CONST_RTOL * max(|max|, |min|)`` over the
+  non-missing values (all-missing counts as constant); cross-sectionally constant on a date
+  when at least 2 stocks have a value and their spread is that small.
+* leakage: per date, Pearson(feature, target) over the rows where both exist (dates with fewer
+  than ``MIN_CORR_PAIRS`` pairs skipped); the figure is the median over dates of the absolute
+  value; above ``health.leak_corr`` the feature is a near-copy of the target.
+* 1-day return bound: share of non-missing 1-day targets with ``|r| > health.max_abs_return_1d``;
+  it must be exactly 0 (a 100 %+ daily move is an unadjusted split or a unit error, not data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from atft.config import Config, load
+from atft.data.source import scan
+from atft.errors import DataError
+from atft.health.result import CheckResult, format_table
+from atft.horizons import Horizons, looks_like_target
+from atft.io import write_json
+
+CheckFn = Callable[[pl.LazyFrame, Config], list[CheckResult]]
+CONST_ATOL = 1e-12  # absolute spread below which values count as equal
+CONST_RTOL = 1e-7  # relative spread (float32 resolution) below which values count as equal
+MIN_CORR_PAIRS = 3  # fewer (feature, target) pairs on a date: no correlation that day
+N_EXAMPLES = 5  # failing cases listed per result
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def missing(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Boolean expression: the cell is null, or NaN for float columns."""
+    col = pl.col(name)
+    return col.is_null() | col.is_nan() if dtype.is_float() else col.is_null()
+
+
+def legit_tail(h: int, code_col: str = "Code", date_col: str = "Date") -> pl.Expr:
+    """True on the last ``h`` rows of each stock (no h-day target can exist there)."""
+    return pl.col(date_col).rank("ordinal", descending=True).over(code_col) <= h
+
+
+def target_columns(schema: pl.Schema, cfg: Config) -> list[str]:
+    """Configured target columns present in ``schema``, in horizon order."""
+    return [t for t in Horizons.from_config(cfg).targets if t in schema]
+
+
+def _selection_problems(schema: pl.Schema, cfg: Config) -> tuple[list[str], list[str]]:
+    """(feature columns, problems) for ``feature_columns``; problems are full sentences."""
+    d, hz = cfg.data, Horizons.from_config(cfg)
+    ids = {d.code_col, d.date_col, d.sector_col, d.market_col}
+    template_rx = re.compile("^" + re.escape(hz.template).replace(re.escape("{h}"), r"\d+") + "$")
+    if d.features:
+        feats = list(d.features)
+        absent = [f for f in feats if f not in schema]
+        bad_type = [f for f in feats if f in schema and not schema[f].is_numeric()]
+        leaky = [f for f in feats if f in hz.targets or template_rx.match(f) or looks_like_target(f)]
+        problems = []
+        if absent:
+            problems.append(f"explicit features {absent} are not in the data. Fix: correct data.features "
+                            "or leave it [] to use every numeric non-target column.")
+        if bad_type:
+            problems.append(f"explicit features {bad_type} are not numeric. Fix: drop them from data.features.")
+        if leaky:
+            problems.append(f"explicit features {leaky} are targets / forward returns (leakage). "
+                            "Fix: remove them from data.features.")
+        return feats, problems
+    cand = [n for n, t in schema.items() if t.is_numeric() and n not in ids and n not in d.exclude]
+    feats = [c for c in cand if c not in hz.targets and not template_rx.match(c)]
+    leaky = [c for c in feats if looks_like_target(c)]
+    problems = []
+    if leaky:
+        problems.append(f"columns {leaky} look like forward returns / targets and would be used as "
+                        f"features (leakage). Fix: add them to data.exclude, or set data.target_template "
+                        f"to their naming if they are the targets (now '{hz.template}').")
+    feats = [c for c in feats if c not in leaky]
+    if not feats:
+        problems.append("no numeric feature columns left after removing ids, targets and data.exclude. "
+                        "Fix: the dataset needs numeric feature columns (see atft build-dataset).")
+    return feats, problems
+
+
+def feature_columns(schema: pl.Schema, cfg: Config) -> list[str]:
+    """THE model-input column selection.
+
+    ``cfg.data.features`` if given, else every numeric column that is not Code / Date / sector /
+    market, not a configured target, not another horizon under the target template, and not in
+    ``cfg.data.exclude``.
+
+    Raises:
+        DataError: an explicit feature is missing or not numeric, or a target / forward-return
+            column (``looks_like_target`` or a configured target) would be a feature.
+    """
+    feats, problems = _selection_problems(schema, cfg)
+    if problems:
+        raise DataError(" ".join(problems))
+    return feats
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _ratio_results(kind: str, ratios: dict[str, float], limit: float, cause: str) -> list[CheckResult]:
+    return [CheckResult.compare(f"{kind}[{c}]", r, limit, "<=",
+                                f"{c}: {_fmt(r)} of the rows are null/NaN ({cause}). Fix: repair the "
+                                "column upstream or drop it (atft filter-data).") for c, r in ratios.items()]
+
+
+# ----------------------------------------------------------------------------- the checks
+
+
+def check_feature_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """The feature selection is valid: figure = number of problems (see ``feature_columns``)."""
+    feats, problems = _selection_problems(lf.collect_schema(), cfg)
+    return [CheckResult.compare("feature_columns", len(problems), 0, "<=", " ".join(problems),
+                                [f"{len(feats)} features"])]
+
+
+def check_target_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Every configured target column exists (else name the missing ones and the look-alikes)."""
+    schema = lf.collect_schema()
+    hz = Horizons.from_config(cfg)
+    absent = [t for t in hz.targets if t not in schema]
+    alike = sorted(c for c in schema.names() if looks_like_target(c) and c not in hz.targets)
+    guess = Counter(re.sub(r"\d+", "{h}", c, count=1) for c in alike).most_common(1)
+    hint = f" (the data looks like data.target_template='{guess[0][0]}')" if guess else ""
+    msg = (f"target columns {absent} missing (template '{hz.template}', horizons {list(hz.horizons)}); "
+           f"columns that look like targets: {alike or 'none'}{hint}. Fix: set data.target_template / "
+           "data.horizons to the data's naming, or rebuild the dataset with these targets.")
+    return [CheckResult.compare("target_columns", len(absent), 0, "<=", msg, absent)]
+
+
+def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
+    """Per date: missing count ``m:t`` and eligible count ``n:t`` per target, tail excluded."""
+    schema = lf.collect_schema()
+    d, hz = cfg.data, Horizons.from_config(cfg)
+    pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets) if t in schema]
+    if not pairs:
+        return [], pl.DataFrame()
+    tails = [legit_tail(h, d.code_col, d.date_col).alias(f"_tail:{t}") for h, t in pairs]
+    agg = [e for _, t in pairs for e in (
+        (missing(t, schema[t]) & ~pl.col(f"_tail:{t}")).sum().alias(f"m:{t}"),
+        (~pl.col(f"_tail:{t}")).sum().alias(f"n:{t}"))]
+    stats = (lf.select(d.code_col, d.date_col, *(t for _, t in pairs)).with_columns(tails)
+             .group_by(d.date_col).agg(agg).sort(d.date_col).collect())
+    return [t for _, t in pairs], stats
+
+
+def check_target_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Per target: null/NaN share outside the legitimate tail <= health.max_nan_ratio."""
+    targets, s = _target_date_stats(lf, cfg)
+    ratios = {t: (s[f"m:{t}"].sum() / n if (n := s[f"n:{t}"].sum()) else math.nan) for t in targets}
+    return _ratio_results("target_nan_ratio", ratios, cfg.health.max_nan_ratio,
+                          "outside the legitimate last-h-rows tail")
+
+
+def check_target_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Per target: the worst date's null/NaN share (tail excluded) <= health.max_date_nan_ratio."""
+    targets, s = _target_date_stats(lf, cfg)
+    out, limit, date = [], cfg.health.max_date_nan_ratio, cfg.data.date_col
+    for t in targets:
+        r = (s.select(date, pl.when(pl.col(f"n:{t}") > 0).then(pl.col(f"m:{t}") / pl.col(f"n:{t}")).alias("r"))
+             .filter(pl.col("r").is_not_null()).sort("r", descending=True))
+        worst = float(r["r"][0]) if r.height else math.nan
+        bad = r.filter(pl.col("r") > limit)
+        ex = [f"{row[0]}: {_fmt(row[1])}" for row in bad.head(N_EXAMPLES).rows()]
+        out.append(CheckResult.compare(
+            f"target_date_nan_ratio[{t}]", worst, limit, "<=",
+            f"{t} is mostly missing on {bad.height} date(s) (a whole missing day hides in the global "
+            "ratio). Fix: repair those dates upstream or drop them (atft filter-data).", ex))
+    return out
+
+
+def check_feature_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Per feature: null/NaN share over all rows <= health.max_nan_ratio (one select)."""
+    schema = lf.collect_schema()
+    feats = feature_columns(schema, cfg)
+    row = lf.select([missing(f, schema[f]).mean().alias(f) for f in feats]).collect().row(0, named=True)
+    return _ratio_results("feature_nan_ratio", {f: float(row[f]) for f in feats},
+                          cfg.health.max_nan_ratio, "over all rows")
+
+
+def check_feature_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Worst (feature, date) null/NaN share <= health.max_date_nan_ratio (one group_by)."""
+    schema, date = lf.collect_schema(), cfg.data.date_col
+    feats = feature_columns(schema, cfg)
+    per_date = (lf.group_by(date).agg([missing(f, schema[f]).mean().alias(f) for f in feats])
+                .unpivot(index=date, variable_name="feature", value_name="r")
+                .sort("r", descending=True).collect())
+    limit = cfg.health.max_date_nan_ratio
+    bad = per_date.filter(pl.col("r") > limit)
+    ex = [f"{f}@{d}: {_fmt(r)}" for d, f, r in bad.head(N_EXAMPLES).rows()]
+    worst = float(per_date["r"][0]) if per_date.height else math.nan
+    return [CheckResult.compare("feature_date_nan_ratio", worst, limit, "<=",
+                                f"{bad.height} (feature, date) cells are mostly missing "
+                                f"(features {bad['feature'].unique().sort().to_list()[:N_EXAMPLES]}). "
+                                "Fix: repair those dates upstream or drop them (atft filter-data).", ex)]
+
+
+def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """No +-inf in any float column (one select of per-column counts)."""
+    schema = lf.collect_schema()
+    floats = [n for n, t in schema.items() if t.is_float()]
+    counts = (lf.select([pl.col(c).is_infinite().sum().alias(c) for c in floats]).collect().row(0, named=True)
+              if floats else {})
+    bad = {c: int(n) for c, n in counts.items() if n}
+    return [CheckResult.compare("infinite_values", sum(bad.values()), 0, "<=",
+                                f"+-inf in columns {sorted(bad)} (a division by zero upstream, e.g. a "
+                                "return on a zero price). Fix: replace them with null at the source.",
+                                [f"{c}: {n}" for c, n in sorted(bad.items())])]
+
+
+def check_duplicates(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """No duplicate (Code, Date): figure = rows minus distinct keys."""
+    code, date = cfg.data.code_col, cfg.data.date_col
+    extra = int(lf.select(pl.len() - pl.struct(code, date).n_unique()).collect().item())
+    ex: list[object] = []
+    if extra:
+        ex = (lf.group_by(code, date).len().filter(pl.col("len") > 1).sort(code, date)
+              .head(N_EXAMPLES).collect().rows())
+    return [CheckResult.compare("duplicate_rows", extra, 0, "<=",
+                                f"{extra} extra rows share a (Code, Date) with another row. Fix: keep one "
+                                "row per stock and date (deduplicate upstream).", ex)]
+
+
+def check_min_stocks(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Every date has at least data.min_stocks stocks."""
+    code, date, k = cfg.data.code_col, cfg.data.date_col, cfg.data.min_stocks
+    per = lf.group_by(date).agg(pl.col(code).n_unique().alias("n")).sort("n", date).collect()
+    bad = per.filter(pl.col("n") < k)
+    return [CheckResult.compare("min_stocks_per_date", float(per["n"].min()) if per.height else math.nan,
+                                k, ">=", f"{bad.height} date(s) have fewer than data.min_stocks={k} stocks. "
+                                "Fix: drop those dates (start the panel later) or lower data.min_stocks.",
+                                [f"{d}: {n}" for d, n in bad.head(N_EXAMPLES).rows()])]
+
+
+def _spread_is_zero(c: str) -> pl.Expr:
+    x = pl.col(c).fill_nan(None)
+    hi, lo = x.max(), x.min()
+    return (hi - lo) <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs())
+
+
+def check_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """No model-input column is constant over the whole frame (or entirely missing)."""
+    feats = feature_columns(lf.collect_schema(), cfg)
+    row = lf.select([_spread_is_zero(f).fill_null(True).alias(f) for f in feats]).collect().row(0, named=True)
+    const = [f for f in feats if row[f]]
+    return [CheckResult.compare("constant_feature", len(const), 0, "<=",
+                                f"features {const[:N_EXAMPLES]} are constant on every row: the model "
+                                "cannot learn from them. Fix: repair the feature pipeline or add them to "
+                                "data.exclude.", const)]
+
+
+def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Share of dates on which a feature is cross-sectionally constant <= max_constant_date_share."""
+    feats, date = feature_columns(lf.collect_schema(), cfg), cfg.data.date_col
+    agg = [e for f in feats for e in (
+        (_spread_is_zero(f) & (pl.col(f).fill_nan(None).count() >= 2)).alias(f"c:{f}"),
+        (pl.col(f).fill_nan(None).count() >= 2).alias(f"e:{f}"))]
+    row = (lf.group_by(date).agg(agg)
+           .select([(pl.col(f"c:{f}").sum() / pl.col(f"e:{f}").sum()).alias(f) for f in feats])
+           .collect().row(0, named=True))
+    # a feature that never has 2 values on one date shows no cross-section at all: share 1
+    share = {f: (float(row[f]) if row[f] is not None and row[f] == row[f] else 1.0) for f in feats}
+    limit = cfg.health.max_constant_date_share
+    bad = sorted((f for f in feats if share[f] > limit), key=lambda f: -share[f])
+    worst = max(share.values(), default=math.nan)
+    return [CheckResult.compare("cs_constant_feature", worst, limit, "<=",
+                                f"features {bad[:N_EXAMPLES]} are identical across stocks on most dates "
+                                "(e.g. a z-score computed on single-stock slices, all 0). Fix: compute "
+                                "cross-sectional transforms per date over all stocks, or exclude "
+                                "market-wide features (data.exclude).",
+                                [f"{f}: {_fmt(share[f])}" for f in bad[:N_EXAMPLES]])]
+
+
+def check_leakage(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Per target: max over features of median-over-dates |Pearson(feature, target)| <= leak_corr."""
+    schema, date = lf.collect_schema(), cfg.data.date_col
+    feats, targets = feature_columns(schema, cfg), target_columns(schema, cfg)
+    if not targets:
+        return []
+
+    def corr(f: str, t: str) -> pl.Expr:
+        x, y = pl.col(f).cast(pl.Float64).fill_nan(None), pl.col(t).cast(pl.Float64).fill_nan(None)
+        n = (x.is_not_null() & y.is_not_null()).sum()
+        return pl.when(n >= MIN_CORR_PAIRS).then(pl.corr(x, y).fill_nan(None)).alias(f"{f}|{t}")
+
+    keys = [f"{f}|{t}" for t in targets for f in feats]
+    row = (lf.group_by(date).agg([corr(f, t) for t in targets for f in feats])
+           .select([pl.col(k).abs().median() for k in keys]).collect().row(0, named=True))
+    out, limit = [], cfg.health.leak_corr
+    for t in targets:
+        med = {f: float(v) for f in feats if (v := row[f"{f}|{t}"]) is not None}
+        bad = sorted((f for f in med if med[f] > limit), key=lambda f: -med[f])
+        worst = max(med.values(), default=math.nan)
+        out.append(CheckResult.compare(
+            f"leakage[{t}]", worst, limit, "<=",
+            f"features {bad[:N_EXAMPLES]} are near-copies of target {t} (median per-date |corr| up to "
+            f"{_fmt(worst)}): a forward return leaked into the inputs. Fix: remove them from the features "
+            "(data.exclude) and check how they were built.", [f"{f}~{t}: {_fmt(med[f])}" for f in bad]))
+    return out
+
+
+def check_return_bound(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+    """Share of 1-day targets with |r| > health.max_abs_return_1d must be 0 (no 1-day horizon: none)."""
+    hz, schema, d = Horizons.from_config(cfg), lf.collect_schema(), cfg.data
+    if 1 not in hz.horizons or hz.targets[hz.index(1)] not in schema:
+        return []
+    t, bound = hz.targets[hz.index(1)], cfg.health.max_abs_return_1d
+    y = pl.col(t).fill_nan(None)
+    share, n_bad = lf.select((y.abs() > bound).mean().alias("share"), (y.abs() > bound).sum().alias("n")).collect().row(0)
+    ex: list[object] = []
+    if n_bad:
+        ex = (lf.filter(y.abs() > bound).select(d.code_col, d.date_col, t).sort(t, descending=True)
+              .head(N_EXAMPLES).collect().rows())
+    return [CheckResult.compare(f"return_bound_1d[{t}]", share if share is not None else math.nan, 0.0, "<=",
+                                f"{n_bad} one-day returns exceed |{bound}| (unadjusted split, price unit "
+                                "change or a bad tick). Fix: use split-adjusted prices and remove bad ticks.",
+                                ex)]
+
+
+CHECKS: dict[str, CheckFn] = {
+    "feature_columns": check_feature_columns,
+    "target_columns": check_target_columns,
+    "target_nan_ratio": check_target_nan_ratio,
+    "target_date_nan_ratio": check_target_date_nan_ratio,
+    "feature_nan_ratio": check_feature_nan_ratio,
+    "feature_date_nan_ratio": check_feature_date_nan_ratio,
+    "infinite_values": check_infinite,
+    "duplicate_rows": check_duplicates,
+    "min_stocks_per_date": check_min_stocks,
+    "constant_feature": check_constant_features,
+    "cs_constant_feature": check_cs_constant_features,
+    "leakage": check_leakage,
+    "return_bound_1d": check_return_bound,
+}
+# checks that need a valid feature selection (skipped when feature_columns fails)
+FEATURE_CHECKS = frozenset({"feature_nan_ratio", "feature_date_nan_ratio", "constant_feature",
+                            "cs_constant_feature", "leakage"})
+
+
+def as_lazy(data: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> pl.LazyFrame:
+    """A LazyFrame from a frame or a dataset path (``atft.data.source.scan``), ids checked."""
+    if isinstance(data, (str, Path)):
+        return scan(data, cfg.data.code_col, cfg.data.date_col)
+    lf = data.lazy()
+    missing_ids = [c for c in (cfg.data.code_col, cfg.data.date_col) if c not in lf.collect_schema()]
+    if missing_ids:
+        raise DataError(f"frame has no {missing_ids} column(s). Fix: name the stock id and date columns "
+                        "as data.code_col / data.date_col say.")
+    return lf
+
+
+def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> list[CheckResult]:
+    """Run every check in ``CHECKS``; feature checks are skipped when the selection itself fails."""
+    lf = as_lazy(lf_or_path, cfg)
+    results: list[CheckResult] = []
+    selection_ok = check_feature_columns(lf, cfg)[0].passed
+    for name, fn in CHECKS.items():
+        if name in FEATURE_CHECKS and not selection_ok:
+            continue
+        results.extend(fn(lf, cfg))
+    return results
+
+
+def cli_check_data(args: argparse.Namespace) -> int:
+    """``atft check-data PATH [--config C] [--json OUT] [key=value ...]``: exit 1 if any check fails."""
+    cfg = load(args.config, list(args.overrides or []))
+    t0 = time.perf_counter()
+    results = run_checks(args.path, cfg)
+    seconds = time.perf_counter() - t0
+    failed = [r for r in results if not r.passed]
+    print(format_table(results))
+    print(f"{len(results)} checks, {len(failed)} failed, {seconds:.2f} s ({args.path})")
+    if args.json:
+        write_json(args.json, {"path": str(args.path), "passed": not failed, "seconds": seconds,
+                               "results": [r.to_dict() for r in results]})
+    return 1 if failed else 0
