@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -45,6 +46,7 @@ CONST_ATOL = 1e-12  # absolute spread below which values count as equal
 CONST_RTOL = 1e-7  # relative spread (float32 resolution) below which values count as equal
 MIN_CORR_PAIRS = 3  # fewer (feature, target) pairs on a date: no correlation that day
 N_EXAMPLES = 5  # failing cases listed per result
+ENGINE: Literal["auto", "in-memory", "streaming"] = "streaming"  # batches: a file larger than RAM still checks
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -164,7 +166,7 @@ def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.Dat
         (missing(t, schema[t]) & ~pl.col(f"_tail:{t}")).sum().alias(f"m:{t}"),
         (~pl.col(f"_tail:{t}")).sum().alias(f"n:{t}"))]
     stats = (lf.select(d.code_col, d.date_col, *(t for _, t in pairs)).with_columns(tails)
-             .group_by(d.date_col).agg(agg).sort(d.date_col).collect())
+             .group_by(d.date_col).agg(agg).sort(d.date_col).collect(engine=ENGINE))
     return [t for _, t in pairs], stats
 
 
@@ -197,7 +199,7 @@ def check_feature_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """Per feature: null/NaN share over all rows <= health.max_nan_ratio (one select)."""
     schema = lf.collect_schema()
     feats = feature_columns(schema, cfg)
-    row = lf.select([missing(f, schema[f]).mean().alias(f) for f in feats]).collect().row(0, named=True)
+    row = lf.select([missing(f, schema[f]).mean().alias(f) for f in feats]).collect(engine=ENGINE).row(0, named=True)
     return _ratio_results("feature_nan_ratio", {f: float(row[f]) for f in feats},
                           cfg.health.max_nan_ratio, "over all rows")
 
@@ -208,7 +210,7 @@ def check_feature_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckRes
     feats = feature_columns(schema, cfg)
     per_date = (lf.group_by(date).agg([missing(f, schema[f]).mean().alias(f) for f in feats])
                 .unpivot(index=date, variable_name="feature", value_name="r")
-                .sort("r", descending=True).collect())
+                .sort("r", descending=True).collect(engine=ENGINE))
     limit = cfg.health.max_date_nan_ratio
     bad = per_date.filter(pl.col("r") > limit)
     ex = [f"{f}@{d}: {_fmt(r)}" for d, f, r in bad.head(N_EXAMPLES).rows()]
@@ -223,7 +225,7 @@ def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """No +-inf in any float column (one select of per-column counts)."""
     schema = lf.collect_schema()
     floats = [n for n, t in schema.items() if t.is_float()]
-    counts = (lf.select([pl.col(c).is_infinite().sum().alias(c) for c in floats]).collect().row(0, named=True)
+    counts = (lf.select([pl.col(c).is_infinite().sum().alias(c) for c in floats]).collect(engine=ENGINE).row(0, named=True)
               if floats else {})
     bad = {c: int(n) for c, n in counts.items() if n}
     return [CheckResult.compare("infinite_values", sum(bad.values()), 0, "<=",
@@ -235,11 +237,11 @@ def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 def check_duplicates(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """No duplicate (Code, Date): figure = rows minus distinct keys."""
     code, date = cfg.data.code_col, cfg.data.date_col
-    extra = int(lf.select(pl.len() - pl.struct(code, date).n_unique()).collect().item())
+    extra = int(lf.select(pl.len() - pl.struct(code, date).n_unique()).collect(engine=ENGINE).item())
     ex: list[object] = []
     if extra:
         ex = (lf.group_by(code, date).len().filter(pl.col("len") > 1).sort(code, date)
-              .head(N_EXAMPLES).collect().rows())
+              .head(N_EXAMPLES).collect(engine=ENGINE).rows())
     return [CheckResult.compare("duplicate_rows", extra, 0, "<=",
                                 f"{extra} extra rows share a (Code, Date) with another row. Fix: keep one "
                                 "row per stock and date (deduplicate upstream).", ex)]
@@ -248,7 +250,7 @@ def check_duplicates(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 def check_min_stocks(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """Every date has at least data.min_stocks stocks."""
     code, date, k = cfg.data.code_col, cfg.data.date_col, cfg.data.min_stocks
-    per = lf.group_by(date).agg(pl.col(code).n_unique().alias("n")).sort("n", date).collect()
+    per = lf.group_by(date).agg(pl.col(code).n_unique().alias("n")).sort("n", date).collect(engine=ENGINE)
     bad = per.filter(pl.col("n") < k)
     return [CheckResult.compare("min_stocks_per_date", float(per["n"].min()) if per.height else math.nan,
                                 k, ">=", f"{bad.height} date(s) have fewer than data.min_stocks={k} stocks. "
@@ -265,7 +267,7 @@ def _spread_is_zero(c: str) -> pl.Expr:
 def check_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """No model-input column is constant over the whole frame (or entirely missing)."""
     feats = feature_columns(lf.collect_schema(), cfg)
-    row = lf.select([_spread_is_zero(f).fill_null(True).alias(f) for f in feats]).collect().row(0, named=True)
+    row = lf.select([_spread_is_zero(f).fill_null(True).alias(f) for f in feats]).collect(engine=ENGINE).row(0, named=True)
     const = [f for f in feats if row[f]]
     return [CheckResult.compare("constant_feature", len(const), 0, "<=",
                                 f"features {const[:N_EXAMPLES]} are constant on every row: the model "
@@ -281,7 +283,7 @@ def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResul
         (pl.col(f).fill_nan(None).count() >= 2).alias(f"e:{f}"))]
     row = (lf.group_by(date).agg(agg)
            .select([(pl.col(f"c:{f}").sum() / pl.col(f"e:{f}").sum()).alias(f) for f in feats])
-           .collect().row(0, named=True))
+           .collect(engine=ENGINE).row(0, named=True))
     # a feature that never has 2 values on one date shows no cross-section at all: share 1
     share = {f: (float(row[f]) if row[f] is not None and row[f] == row[f] else 1.0) for f in feats}
     limit = cfg.health.max_constant_date_share
@@ -309,7 +311,7 @@ def check_leakage(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 
     keys = [f"{f}|{t}" for t in targets for f in feats]
     row = (lf.group_by(date).agg([corr(f, t) for t in targets for f in feats])
-           .select([pl.col(k).abs().median() for k in keys]).collect().row(0, named=True))
+           .select([pl.col(k).abs().median() for k in keys]).collect(engine=ENGINE).row(0, named=True))
     out, limit = [], cfg.health.leak_corr
     for t in targets:
         med = {f: float(v) for f in feats if (v := row[f"{f}|{t}"]) is not None}
@@ -330,11 +332,11 @@ def check_return_bound(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
         return []
     t, bound = hz.targets[hz.index(1)], cfg.health.max_abs_return_1d
     y = pl.col(t).fill_nan(None)
-    share, n_bad = lf.select((y.abs() > bound).mean().alias("share"), (y.abs() > bound).sum().alias("n")).collect().row(0)
+    share, n_bad = lf.select((y.abs() > bound).mean().alias("share"), (y.abs() > bound).sum().alias("n")).collect(engine=ENGINE).row(0)
     ex: list[object] = []
     if n_bad:
         ex = (lf.filter(y.abs() > bound).select(d.code_col, d.date_col, t).sort(t, descending=True)
-              .head(N_EXAMPLES).collect().rows())
+              .head(N_EXAMPLES).collect(engine=ENGINE).rows())
     return [CheckResult.compare(f"return_bound_1d[{t}]", share if share is not None else math.nan, 0.0, "<=",
                                 f"{n_bad} one-day returns exceed |{bound}| (unadjusted split, price unit "
                                 "change or a bad tick). Fix: use split-adjusted prices and remove bad ticks.",
