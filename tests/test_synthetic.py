@@ -71,6 +71,8 @@ def test_sidecar_oracle_equals_ic_recomputed_from_truth(written: tuple[Path, Syn
                 if g.height >= meta["oracle_min_stocks"]:
                     daily.append(stats.pearsonr(g[col].to_numpy(), g[target_column(h)].cast(pl.Float64).to_numpy())[0])
             assert meta["oracle"][output_key(h)][key] == pytest.approx(np.mean(daily), abs=1e-6)
+            assert meta[{"ic": "oracle_ic", "no_graph_ic": "no_graph_ic"}[key]][output_key(h)] == \
+                meta["oracle"][output_key(h)][key]
             if key == "ic":
                 assert meta["oracle"][output_key(h)]["icir"] == pytest.approx(
                     np.mean(daily) / np.std(daily, ddof=1), abs=1e-5)

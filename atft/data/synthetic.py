@@ -329,7 +329,9 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
                    "missing_feature_cells": int(missing.sum()),
                    "clipped_returns": int((np.abs(raw) > p.max_abs_return)[listed].sum())},
         "oracle_min_stocks": p.min_stocks,
-        "oracle": oracle,
+        "oracle": oracle,  # per output key: ic, ic_std, icir, n_dates, no_graph_ic, no_graph_icir, ...
+        "oracle_ic": {key: o["ic"] for key, o in oracle.items()},  # flat views of the same numbers
+        "no_graph_ic": {key: o["no_graph_ic"] for key, o in oracle.items()},
     }
     return SynthResult(panel=panel, truth=truth, meta=meta)
 
