@@ -48,7 +48,9 @@ class TemporalEncoder(nn.Module):
 
     def reset_parameters(self) -> None:
         self.lstm.reset_parameters()
-        self.attention._reset_parameters()
+        self.attention._reset_parameters()  # in_proj and biases only
+        self.attention.out_proj.reset_parameters()
+        nn.init.zeros_(self.attention.out_proj.bias)
         for m in (self.lstm_gate, self.attention_gate, self.feed_forward, self.output_gate):
             m.reset_parameters()
 

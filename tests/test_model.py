@@ -1,0 +1,236 @@
+"""The assembled ATFT_GAT_FAN: output contract, invariances, graph switch, errors, init, diagnose."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atft.cli import main as cli_main
+from atft.config import Config, load
+from atft.data.batch import DayBatch
+from atft.errors import DataError, ShapeError
+from atft.horizons import Horizons
+from atft.model.atft_gat_fan import ATFT_GAT_FAN
+from atft.model.diagnose import head_stats, random_day_batch
+
+torch.set_num_threads(1)
+F = 6  # features in the test batches
+T = 10  # configs/smoke.yaml: sequence_length 10, hidden 16
+
+
+def smoke(*overrides: str) -> Config:
+    return load("smoke", list(overrides), apply_env=False)
+
+
+def build(cfg: Config, seed: int = 0, num_features: int | None = F) -> ATFT_GAT_FAN:
+    torch.manual_seed(seed)
+    return ATFT_GAT_FAN.from_config(cfg, num_features)
+
+
+def day(n: int, t: int = T, k: int = 3, seed: int = 0) -> DayBatch:
+    return random_day_batch(n, t, F, 4, k=k, seed=seed)
+
+
+def pack(batches: list[DayBatch]) -> DayBatch:
+    """Several single-day batches as one block-diagonal multi-day batch."""
+    offsets = torch.tensor([0] + [b.num_stocks for b in batches[:-1]]).cumsum(0)
+    return DayBatch(
+        features=torch.cat([b.features for b in batches]),
+        targets=torch.cat([b.targets for b in batches]),
+        target_mask=torch.cat([b.target_mask for b in batches]),
+        edge_index=torch.cat([b.edge_index + o for b, o in zip(batches, offsets, strict=True)], dim=1),
+        edge_attr=torch.cat([b.edge_attr for b in batches]),
+        day_index=torch.cat([torch.full((b.num_stocks,), i) for i, b in enumerate(batches)]),
+        codes=[c for b in batches for c in b.codes], dates=[b.dates[0] for b in batches])
+
+
+def stacked(out: dict) -> torch.Tensor:
+    """All quantile forecasts as ``[N, horizons * Q]``."""
+    return torch.cat([out["predictions"][k] for k in sorted(out["predictions"])], dim=1)
+
+
+@pytest.fixture(scope="module")
+def model() -> ATFT_GAT_FAN:
+    return build(smoke()).eval()
+
+
+# ---------------------------------------------------------------- output contract
+@settings(deadline=None, max_examples=12)
+@given(n=st.integers(1, 12), t=st.integers(1, T), k=st.integers(0, 4), isolate=st.booleans(),
+       seed=st.integers(0, 10_000))
+def test_output_contract_finite_and_ordered(model: ATFT_GAT_FAN, n: int, t: int, k: int,
+                                            isolate: bool, seed: int) -> None:
+    b = day(n, t, k, seed)
+    if isolate and b.edge_index.shape[1]:  # stock 0 loses every edge
+        keep = (b.edge_index != 0).all(dim=0)
+        b = dataclasses.replace(b, edge_index=b.edge_index[:, keep], edge_attr=b.edge_attr[keep])
+    with torch.no_grad():
+        out = model(b)
+    Horizons.from_config(smoke()).check_keys(out["predictions"].keys())
+    assert list(out["predictions"]) == ["horizon_1d", "horizon_5d", "horizon_10d", "horizon_20d"]
+    assert set(out["point"]) == set(out["predictions"]) and "attention" not in out
+    for key, q in out["predictions"].items():
+        assert q.shape == (n, 3) and out["point"][key].shape == (n,)
+        assert bool(torch.isfinite(q).all())
+        assert bool((q[:, 1:] >= q[:, :-1]).all())
+        torch.testing.assert_close(out["point"][key], q[:, 1])
+    g = out["fusion_gate"]
+    assert g.shape == (n,) and bool(((g > 0) & (g < 1)).all())
+
+
+def test_attention_only_on_request(model: ATFT_GAT_FAN) -> None:
+    with torch.no_grad():
+        out = model(day(5), return_attention=True)
+    att = out["attention"]
+    assert att["temporal"].shape == (5, 2, T, T)
+    assert att["variable_selection"].shape == (5, T, F)
+    assert len(att["graph"]) == 2  # one (edge_index, alpha) per GAT layer
+
+
+# ---------------------------------------------------------------- invariances
+def test_stock_permutation_permutes_outputs(model: ATFT_GAT_FAN) -> None:
+    b = day(9, seed=3)
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(0))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(9)
+    pb = dataclasses.replace(b, features=b.features[perm], targets=b.targets[perm],
+                             target_mask=b.target_mask[perm], edge_index=inv[b.edge_index],
+                             codes=[b.codes[i] for i in perm.tolist()])
+    with torch.no_grad():
+        out, pout = model(b), model(pb)
+    torch.testing.assert_close(stacked(pout), stacked(out)[perm], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pout["fusion_gate"], out["fusion_gate"][perm], rtol=1e-4, atol=1e-5)
+
+
+def test_packed_days_do_not_mix(model: ATFT_GAT_FAN) -> None:
+    a, b, b2 = day(5, seed=1), day(6, seed=2), day(6, seed=7)
+    with torch.no_grad():
+        ab, ab2, alone = model(pack([a, b])), model(pack([a, b2])), model(a)
+    torch.testing.assert_close(stacked(ab)[:5], stacked(ab2)[:5], rtol=0, atol=1e-6)
+    torch.testing.assert_close(stacked(ab)[:5], stacked(alone), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(stacked(ab)[5:], stacked(ab2)[5:])
+
+
+# ---------------------------------------------------------------- graph path switch
+def test_graph_path_matters_when_enabled(model: ATFT_GAT_FAN) -> None:
+    b = day(12, k=4)
+    with torch.no_grad():
+        diff = (stacked(model(b)) - stacked(model(b.without_edges()))).abs().max()
+    assert float(diff) > 1e-3
+
+
+@pytest.mark.parametrize("override", ["model.use_gat=false", "graph.enabled=false"])
+def test_graph_path_off_is_bypassed_and_logged_once(override: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="atft.model.atft_gat_fan"):
+        m = build(smoke(override)).eval()
+    warnings = [r for r in caplog.records if r.name == "atft.model.atft_gat_fan"]
+    assert len(warnings) == 1 and "bypassed" in warnings[0].getMessage()
+    assert m.gat is None and m.fusion is None and m.parts()["gat"] is None
+    b = day(12, k=4)
+    with torch.no_grad():
+        out = m(b)
+        assert torch.equal(stacked(out), stacked(m(b.without_edges())))
+    assert torch.equal(out["fusion_gate"], torch.ones(12))
+
+
+def test_every_part_gets_gradient() -> None:
+    m = build(smoke()).train()
+    out = m(day(10, k=3))
+    sum(q.square().sum() for q in out["predictions"].values()).backward()
+    parts = m.parts()
+    assert list(parts) == ["vsn", "tft", "gat", "fusion", "heads"]
+    for name, part in parts.items():
+        assert part is not None
+        norm = sum(float(p.grad.norm()) for p in part.parameters() if p.grad is not None)
+        assert norm > 0, name
+
+
+def test_adaptive_norm_switch() -> None:
+    m = build(smoke("model.adaptive_norm=false"))
+    assert m.fan is None and m.san is None
+    on = build(smoke())
+    assert on.fan is not None and on.san is not None
+    assert len(list(m.parameters())) < len(list(on.parameters()))
+
+
+# ---------------------------------------------------------------- errors
+def test_feature_count_mismatch_names_both_numbers(model: ATFT_GAT_FAN) -> None:
+    b = random_day_batch(4, T, F + 1, 4, seed=0)
+    with pytest.raises(ShapeError, match=rf"F={F + 1}.*F={F}"):
+        model(b)
+    with pytest.raises(ShapeError, match=rf"num_features={F}.*has {F + 2}"):
+        build(smoke(f"model.num_features={F}"), num_features=F + 2)
+    with pytest.raises(ShapeError, match="no feature count"):
+        build(smoke(), num_features=None)
+    assert build(smoke(f"model.num_features={F}"), num_features=None).num_features == F
+
+
+def test_nan_features_are_a_data_error(model: ATFT_GAT_FAN) -> None:
+    b = day(4)
+    b.features[1, 2, 3] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        model(b)
+
+
+# ---------------------------------------------------------------- init
+def test_same_seed_same_parameters_and_reset_gives_fresh_valid_model() -> None:
+    cfg = smoke()
+    m1, m2, m3 = build(cfg, seed=5), build(cfg, seed=5), build(cfg, seed=6)
+    s1, s2, s3 = ({k: v.clone() for k, v in m.state_dict().items()} for m in (m1, m2, m3))
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+    with torch.no_grad():
+        for p in m1.parameters():
+            p.fill_(0.0)
+    for m in (m1, m2, m3):  # reset re-draws EVERY parameter: the start state no longer matters
+        torch.manual_seed(9)
+        m.reset_parameters()
+    for m in (m2, m3):
+        assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m.parameters(), strict=True))
+    assert not torch.equal(m1.state_dict()["tft.attention.out_proj.weight"], s1["tft.attention.out_proj.weight"])
+    with torch.no_grad():
+        out = m1.eval()(day(20))
+    assert all(float(p.std()) > 1e-3 for p in out["point"].values())
+
+
+def test_fresh_model_has_cross_sectional_spread_per_horizon() -> None:
+    m = build(smoke())
+    stats = head_stats(m, day(64, k=4, seed=11))
+    assert m.training  # head_stats restores the mode
+    assert set(stats["horizons"]) == {"horizon_1d", "horizon_5d", "horizon_10d", "horizon_20d"}
+    for s in stats["horizons"].values():
+        assert s["shape"] == [64, 3]
+        assert s["point"]["std"] > 0.001
+        assert s["quantiles"]["q0.5"] == s["point"]
+        assert s["quantiles"]["q0.2"]["mean"] < s["point"]["mean"] < s["quantiles"]["q0.8"]["mean"]
+    assert 0.0 < stats["fusion_gate_mean"] < 1.0
+
+
+def test_random_day_batch_is_seeded_and_knn_shaped() -> None:
+    a, b, c = random_day_batch(10, 3, 2, 4, k=3, seed=1), random_day_batch(10, 3, 2, 4, k=3, seed=1), \
+        random_day_batch(10, 3, 2, 4, k=3, seed=2)
+    assert torch.equal(a.features, b.features) and torch.equal(a.edge_index, b.edge_index)
+    assert not torch.equal(a.features, c.features)
+    assert a.edge_index.shape == (2, 30) and a.edge_attr.shape == (30, 3)
+    assert bool((a.edge_index[0] != a.edge_index[1]).all())
+    torch.testing.assert_close(torch.bincount(a.edge_index[1], minlength=10), torch.full((10,), 3))
+    a.validate(2, 4)
+    assert random_day_batch(1, 3, 2, 4, k=3).edge_index.shape == (2, 0)
+
+
+# ---------------------------------------------------------------- diagnose-head CLI
+def test_diagnose_head_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["diagnose-head", "--config", "smoke", "model.num_features=4"]) == 0
+    text = capsys.readouterr().out
+    assert "horizon_20d" in text and "fusion gate mean" in text and "ok (all horizons)" in text
+    assert cli_main(["diagnose-head", "--config", "smoke", "model.num_features=4",
+                     "model.head_init_std=0.0"]) == 1
+    assert "COLLAPSED" in capsys.readouterr().out
+    assert cli_main(["diagnose-head", "--config", "smoke", "model.num_features=4",
+                     "--threshold", "1e9"]) == 1
