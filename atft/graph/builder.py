@@ -32,33 +32,71 @@ def empty_graph() -> Graph:
     return torch.zeros((2, 0), dtype=torch.long), torch.zeros((0, 3), dtype=torch.float32)
 
 
-def pairwise_corr(returns: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Pearson correlation of every pair over their common observations, by matrix products.
+ROW_CHUNK = 128  # rows of the correlation matrix computed at once ([chunk, N] buffers stay in cache)
 
-    With ``M = ~isnan(R)`` and ``X = R`` zero-filled (and centred per column for accuracy):
-    ``n = M^T M``, ``Sx = X^T M`` (sum of i over the dates j is observed), ``Sxx = (X^2)^T M``,
-    ``Sxy = X^T X``; ``cov = Sxy - Sx Sy^T / n`` and ``var_i = Sxx - Sx^2 / n`` per pair.
+
+def _prepare(returns: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    """Mask, centred zero-filled returns and their squares.
+
+    Shapes:
+        returns: ``[L, N]`` -> m, x, x2: ``[L, N]`` float32.
+    """
+    r = torch.from_numpy(np.ascontiguousarray(returns, dtype=np.float32))
+    m = (~torch.isnan(r)).to(torch.float32)  # [L, N]
+    x = torch.nan_to_num(r, nan=0.0)
+    x = (x - x.sum(0) / m.sum(0).clamp_min(1.0)) * m  # centred per column (accuracy), 0 where missing
+    return m, x, x * x
+
+
+def _corr_rows(m: Tensor, x: Tensor, x2: Tensor, r0: int, r1: int) -> tuple[Tensor, Tensor]:
+    """Pairwise-complete Pearson correlation of rows ``r0:r1`` against every stock, by matmuls.
+
+    With ``M = ~isnan(R)`` and ``X = R`` zero-filled: ``n = M^T M``, ``Sx = X^T M`` (sum of i over
+    the dates j is observed), ``Sy = M^T X``, ``Sxx = (X^2)^T M``, ``Syy = M^T X^2``,
+    ``Sxy = X^T X``; per pair ``cov = Sxy - Sx Sy / n``, ``var_i = Sxx - Sx^2 / n``,
+    ``var_j = Syy - Sy^2 / n`` (computed in place).
+
+    Shapes:
+        m, x, x2: ``[L, N]`` -> (rho ``[r1 - r0, N]`` float32, NaN where undefined; counts ``[r1 - r0, N]``).
+    """
+    mc, xc, x2c = m[:, r0:r1].T, x[:, r0:r1].T, x2[:, r0:r1].T  # [c, L]
+    n = mc @ m  # [c, N] overlapping observations
+    inv_n = n.clamp_min(1.0).reciprocal_()
+    sx = xc @ m  # [c, N]: sum of x_i over the dates both i and j are observed
+    sy = mc @ x  # [c, N]: sum of x_j over those dates
+    cov = (xc @ x).sub_(sx * sy * inv_n)
+    var_i = (x2c @ m).sub_(sx.mul_(sx).mul_(inv_n)).clamp_min_(0.0)
+    var_j = (mc @ x2).sub_(sy.mul_(sy).mul_(inv_n)).clamp_min_(0.0)
+    denom = var_i.mul_(var_j).sqrt_()
+    rho = cov.div_(denom).clamp_(-1.0, 1.0)
+    rho.masked_fill_(denom <= 0, float("nan"))
+    return rho, n
+
+
+def pairwise_corr(returns: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Pearson correlation of every pair over their common observations (full matrix; for checks).
 
     Shapes:
         returns: ``[L, N]`` (NaN missing) -> (rho ``[N, N]`` float32, NaN where undefined;
         counts ``[N, N]`` float32 of overlapping observations).
     """
-    r = torch.from_numpy(np.asarray(returns, dtype=np.float32))
-    m = (~torch.isnan(r)).to(torch.float32)  # [L, N]
-    cnt_col = m.sum(0).clamp_min(1.0)
-    x = torch.nan_to_num(r, nan=0.0)
-    x = (x - x.sum(0) / cnt_col) * m  # centred per column, 0 where missing
-    n = m.T @ m  # [N, N]
-    sx = x.T @ m  # [N, N]: sx[i, j] = sum over common dates of x_i
-    sxx = (x * x).T @ m
-    sxy = x.T @ x
-    with torch.no_grad():
-        inv_n = 1.0 / n.clamp_min(1.0)
-        cov = sxy - sx * sx.T * inv_n
-        var_i = (sxx - sx * sx * inv_n).clamp_min(0.0)  # [N, N]: var of i over (i, j) common dates
-        denom = torch.sqrt(var_i * var_i.T)
-        rho = torch.where(denom > 0, cov / denom.clamp_min(1e-30), torch.full_like(cov, float("nan")))
-    return rho.clamp(-1.0, 1.0), n
+    m, x, x2 = _prepare(returns)
+    parts = [_corr_rows(m, x, x2, r0, min(r0 + ROW_CHUNK, m.shape[1])) for r0 in range(0, m.shape[1], ROW_CHUNK)]
+    if not parts:
+        return torch.zeros((0, 0)), torch.zeros((0, 0))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _unique_first(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique keys and the position of the first occurrence of each.
+
+    Shapes:
+        keys: ``[E]`` long -> (unique ``[U]``, first ``[U]``).
+    """
+    uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    first = torch.full((uniq.numel(),), keys.numel(), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(keys.numel()), reduce="amin")
+    return uniq, first
 
 
 class GraphBuilder:
@@ -112,24 +150,35 @@ class GraphBuilder:
         num_n = returns_window.shape[1]
         if num_n < 2 or returns_window.shape[0] < self.min_obs:
             return empty_graph()
-        rho, n = pairwise_corr(returns_window)
-        score = rho.abs()
-        ok = (n >= self.min_obs) & (score > self.threshold) & ~torch.isnan(rho)
-        ok.fill_diagonal_(False)
-        score = torch.where(ok, score, torch.full_like(score, -1.0))  # [N, N]
+        m, x, x2 = _prepare(returns_window)
         k = min(self.top_k, num_n - 1)
-        top_val, top_idx = torch.topk(score, k, dim=1)  # [N, k]
-        keep = top_val > self.threshold
-        rows = torch.arange(num_n).unsqueeze(1).expand(-1, k)
-        adj = torch.zeros((num_n, num_n), dtype=torch.bool)
-        adj[rows[keep], top_idx[keep]] = True
-        adj |= adj.T.clone()  # union: symmetric
-        src, dst = adj.nonzero(as_tuple=True)
+        src_l, dst_l, rho_l = [], [], []
+        for r0 in range(0, num_n, ROW_CHUNK):  # row blocks: no [N, N] matrix is ever held
+            r1 = min(r0 + ROW_CHUNK, num_n)
+            rho, n = _corr_rows(m, x, x2, r0, r1)  # [c, N]
+            score = rho.abs()
+            bad = (n < self.min_obs) | ~(score > self.threshold)  # NaN rho fails the comparison
+            local = torch.arange(r1 - r0)
+            bad[local, local + r0] = True  # no self loops
+            score.masked_fill_(bad, -1.0)
+            top_val, top_idx = torch.topk(score, k, dim=1)  # [c, k]
+            keep = top_val > self.threshold
+            src_l.append((local + r0).unsqueeze(1).expand(-1, k)[keep])
+            dst_l.append(top_idx[keep])
+            rho_l.append(rho.gather(1, top_idx)[keep])
+        src, dst, w = torch.cat(src_l), torch.cat(dst_l), torch.cat(rho_l)
+        if src.numel() == 0:
+            return empty_graph()
+        # union with the reversed edges: one entry per unordered pair, then both directions
+        lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
+        pair, first = _unique_first(lo * num_n + hi)
+        lo, hi, w = pair // num_n, pair % num_n, w[first]
+        src, dst, w = torch.cat([lo, hi]), torch.cat([hi, lo]), torch.cat([w, w])
         sec = torch.from_numpy(np.asarray(sector, dtype=np.int64))
         mkt = torch.from_numpy(np.asarray(market, dtype=np.int64))
         same_sec = (sec[src] == sec[dst]) & (sec[src] >= 0)
         same_mkt = (mkt[src] == mkt[dst]) & (mkt[src] >= 0)
-        edge_attr = torch.stack([rho[src, dst], same_sec.float(), same_mkt.float()], dim=1)  # [E, 3]
+        edge_attr = torch.stack([w, same_sec.float(), same_mkt.float()], dim=1)  # [E, 3]
         return torch.stack([src, dst]), edge_attr.to(torch.float32)
 
     def for_date(self, panel: Panel, d: int, rows: np.ndarray) -> Graph:
