@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import sys
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from atft.config import load
 from atft.data.batch import DayBatch
+from atft.errors import ShapeError
 
 RANDOM_STOCKS = 256  # stocks in the random day
 RANDOM_NEIGHBOURS = 8  # k of the random k-NN graph
@@ -120,7 +122,16 @@ def format_stats(stats: dict[str, Any], threshold: float) -> str:
 
 
 def cli_diagnose_head(args: argparse.Namespace) -> int:
-    """``atft diagnose-head``: exit 0 when every horizon's point std > threshold, else 1."""
+    """``atft diagnose-head``: exit 0 when every horizon's point std > threshold, 1 when a head
+    collapsed, 2 when the model cannot be built for the data (F mismatch, bad input)."""
+    try:
+        return _diagnose(args)
+    except ShapeError as exc:
+        print(f"atft diagnose-head: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _diagnose(args: argparse.Namespace) -> int:
     from atft.model.atft_gat_fan import ATFT_GAT_FAN
 
     cfg = load(args.config, list(args.overrides or []))
