@@ -156,7 +156,7 @@ def test_cache_key_includes_the_date() -> None:
     assert edge_set(g_early[0]) != edge_set(g_late[0]) and b.misses == 2 and b.hits == 0
     assert b.for_date(panel, 59, rows) is g_early and b.hits == 1
     b.for_date(panel, 59, rows[:10])  # other rows -> other entry
-    assert b.misses == 3 and len(b) == 3
+    assert b.misses == 3 and b.cached == 3 and bool(b)
 
 
 def test_cache_is_bounded_lru() -> None:
@@ -165,7 +165,7 @@ def test_cache_is_bounded_lru() -> None:
     b = GraphBuilder(lookback=10, min_obs=5, top_k=2, cache_size=2)
     for d in (10, 11, 10, 12):  # 10 refreshed, so 11 is evicted
         b.for_date(panel, d, np.arange(4))
-    assert len(b) == 2 and b.hits == 1
+    assert b.cached == 2 and b.hits == 1
     b.for_date(panel, 10, np.arange(4))
     b.for_date(panel, 11, np.arange(4))
     assert b.hits == 2 and b.misses == 4

@@ -218,6 +218,7 @@ class GraphBuilder:
         self._cache.clear()
         self.hits = self.misses = 0
 
-    def __len__(self) -> int:
-        """Number of cached graphs."""
+    @property
+    def cached(self) -> int:
+        """Number of cached graphs (not ``__len__``: a builder with an empty cache is still truthy)."""
         return len(self._cache)

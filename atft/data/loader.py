@@ -1,0 +1,151 @@
+"""Day batches: whole trading days, packed up to ``batch_size`` stocks (design.md section 2).
+
+For date d the batch rows are the stocks with a row at d (``Panel.valid[d]``); their features are
+the last ``seq_len`` dates up to and including d, gathered by fancy indexing from the normalized
+``[D, N, F]`` array (no windows are materialized ahead of time). Window dates before the first
+panel date are padded with zeros and ``observed=False`` (those dates are kept, not skipped; the
+pipeline's split warmup keeps them out of train/val/test anyway). Targets are NaN where missing and
+masked. Per-day graphs are offset and concatenated: block-diagonal, never an edge across days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from atft.data.batch import DayBatch
+from atft.data.normalize import NormalizedPanel
+from atft.data.panel import Panel
+from atft.errors import InputError
+from atft.graph.builder import GraphBuilder, empty_graph
+
+
+class DayBatchLoader:
+    """Iterates ``DayBatch`` objects over a set of dates.
+
+    Args:
+        panel: the raw panel (validity, raw targets, returns for the graph, codes, dates).
+        normalized: the normalizer's output for the same panel.
+        date_indices: dates (indices into ``panel.dates``) this loader serves, e.g. ``split.train``.
+        seq_len: T, dates per feature window.
+        batch_size: max stocks per batch; whole days are packed while the total stays <= this (a day
+            larger than ``batch_size`` is a batch on its own).
+        graph_builder: builds each day's graph; None = no edges.
+        shuffle: shuffle the day order (seeded by ``seed`` and the epoch set by ``set_epoch``).
+        seed: seed of the day order.
+        min_stocks: dates with fewer valid stocks are skipped (counted in ``skipped_dates``).
+
+    The day order and packing of an epoch are fixed by ``set_epoch(e)`` (epoch 0 at creation);
+    ``len(loader)`` is the number of batches of the current epoch.
+    """
+
+    def __init__(self, panel: Panel, normalized: NormalizedPanel, date_indices: np.ndarray, seq_len: int,
+                 batch_size: int, graph_builder: GraphBuilder | None = None, shuffle: bool = False,
+                 seed: int = 0, min_stocks: int = 1) -> None:
+        if seq_len < 1 or batch_size < 1:
+            raise InputError(f"seq_len={seq_len} and batch_size={batch_size} must be >= 1. "
+                             "Fix: set data.sequence_length and train.batch_size to positive values.")
+        if normalized.features.shape[:2] != panel.valid.shape:
+            raise InputError(f"normalized features {normalized.features.shape[:2]} do not match the panel "
+                             f"{panel.valid.shape}. Fix: normalize this panel (Normalizer.transform(panel)).")
+        idx = np.asarray(date_indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= panel.num_dates):
+            raise InputError(f"date indices outside [0, {panel.num_dates}). Fix: pass indices into panel.dates.")
+        self.panel = panel
+        self.normalized = normalized
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.graph_builder = graph_builder
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.min_stocks = int(min_stocks)
+        counts = panel.valid[idx].sum(axis=1)  # [D_split]
+        keep = counts >= self.min_stocks
+        self.dates = idx[keep]  # [D_kept] date indices served
+        self.day_sizes = counts[keep].astype(np.int64)  # [D_kept] stocks per day
+        self.skipped_dates = int((~keep).sum())
+        self.epoch = 0
+        self._plan = self._make_plan()
+        self._codes = np.asarray(panel.codes, dtype=object)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the day order (and so the packing) of ``epoch``."""
+        self.epoch = int(epoch)
+        self._plan = self._make_plan()
+
+    def _make_plan(self) -> list[np.ndarray]:
+        """Positions into ``self.dates`` per batch, in iteration order."""
+        order = np.arange(self.dates.size)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.dates.size)
+        plan: list[np.ndarray] = []
+        start, total = 0, 0
+        for i, pos in enumerate(order.tolist()):  # loop over days (not stocks): cheap
+            size = int(self.day_sizes[pos])
+            if i > start and total + size > self.batch_size:
+                plan.append(order[start:i])
+                start, total = i, 0
+            total += size
+        if order.size:
+            plan.append(order[start:])
+        return plan
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+    def __iter__(self) -> Iterator[DayBatch]:
+        for positions in self._plan:
+            yield self._batch(self.dates[positions])
+
+    def day(self, i: int) -> DayBatch:
+        """A single-day batch for the ``i``-th served date (chronological order)."""
+        if not 0 <= i < self.dates.size:
+            raise InputError(f"day {i} out of range: this loader serves {self.dates.size} dates "
+                             f"({self.skipped_dates} skipped for < {self.min_stocks} stocks). Fix: pass 0 <= i < {self.dates.size}.")
+        return self._batch(self.dates[i:i + 1])
+
+    def _batch(self, days: np.ndarray) -> DayBatch:
+        """Pack the given dates (indices into the panel) into one DayBatch."""
+        parts = [self._day_arrays(int(d)) for d in days.tolist()]
+        rows = [p[0] for p in parts]
+        offsets = np.cumsum([0] + [r.size for r in rows[:-1]])
+        edges, attrs = [], []
+        for off, (r, d) in zip(offsets.tolist(), zip(rows, days.tolist())):
+            ei, ea = (self.graph_builder.for_date(self.panel, d, r) if self.graph_builder is not None
+                      else empty_graph())
+            edges.append(ei + off)
+            attrs.append(ea)
+        day_index = np.repeat(np.arange(len(rows)), [r.size for r in rows])
+        cat = np.concatenate
+        feats, observed, targets, raw = (cat([p[i] for p in parts]) for i in range(1, 5))
+        t = torch.from_numpy(targets)
+        all_rows = cat(rows)
+        return DayBatch(
+            features=torch.from_numpy(feats), targets=t, target_mask=~torch.isnan(t),
+            edge_index=torch.cat(edges, dim=1), edge_attr=torch.cat(attrs, dim=0),
+            day_index=torch.from_numpy(day_index.astype(np.int64)),
+            codes=self._codes[all_rows].tolist(), dates=[self.panel.dates[d] for d in days.tolist()],
+            observed=torch.from_numpy(observed), raw_targets=torch.from_numpy(raw),
+            meta={"date_indices": days.tolist(), "rows": all_rows},
+        )
+
+    def _day_arrays(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows and gathered arrays of one day.
+
+        Shapes:
+            -> rows ``[n]``, features ``[n, T, F]`` float32, observed ``[n, T]`` bool,
+            targets ``[n, H]`` float32 (training scale), raw targets ``[n, H]`` float32.
+        """
+        rows = np.flatnonzero(self.panel.valid[d])  # [n]
+        win = np.arange(d - self.seq_len + 1, d + 1)  # [T]
+        inside = win >= 0
+        w = np.where(inside, win, 0)
+        feats = self.normalized.features[w[:, None], rows[None, :]]  # [T, n, F]
+        obs = self.panel.valid[w[:, None], rows[None, :]] & inside[:, None]  # [T, n]
+        if not inside.all():
+            feats[~inside] = 0.0  # padding before the first panel date
+        feats = np.ascontiguousarray(feats.transpose(1, 0, 2))  # [n, T, F]
+        return (rows, feats, np.ascontiguousarray(obs.T), self.normalized.targets[d, rows],
+                self.normalized.raw_targets[d, rows])

@@ -1,0 +1,120 @@
+"""The ONE place training, evaluation, diagnose-head and the health suite get their data.
+
+``prepare(cfg)`` loads the panel, splits the dates (embargo >= the longest horizon), fits the
+normalizer on the train dates only and applies it to every date, and sets up the graph builder.
+``Prepared.loader(split)`` gives day-batch loaders that share exactly the same preprocessing and
+graph path for train, val and test (failure mode 6); only the shuffling differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from atft.data.batch import DayBatch
+from atft.data.loader import DayBatchLoader
+from atft.data.normalize import NormalizedPanel, Normalizer
+from atft.data.panel import Panel, load_panel
+from atft.data.splits import SPLIT_NAMES, Split, resolve_embargo, split_dates
+from atft.errors import InputError
+from atft.graph.builder import GraphBuilder
+from atft.horizons import Horizons
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from the data, prepared once.
+
+    Attributes:
+        cfg: the ``atft.config.Config`` it was prepared with.
+        panel: raw dense panel; horizons: the horizon contract; split: date indices per split.
+        normalizer: fit on ``split.train``; normalized: its output for every date.
+        graph_builder: None when ``graph.enabled`` or ``model.use_gat`` is False (no edges anywhere).
+        timings: seconds spent in load / normalize.
+    """
+
+    cfg: object
+    panel: Panel
+    horizons: Horizons
+    split: Split
+    normalizer: Normalizer
+    normalized: NormalizedPanel
+    graph_builder: GraphBuilder | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_features(self) -> int:
+        """F, the number of model input features."""
+        return self.panel.num_features
+
+    def loader(self, split_name: str, shuffle: bool | None = None, seed: int | None = None,
+               batch_size: int | None = None) -> DayBatchLoader:
+        """Day-batch loader of one split, same preprocessing and graph path for every split.
+
+        Args:
+            split_name: "train" | "val" | "test".
+            shuffle: None = shuffle train only.
+            seed: day-order seed; None = ``cfg.train.seed`` (use ``set_epoch`` per epoch).
+            batch_size: stocks per batch; None = ``cfg.train.batch_size``.
+        """
+        c = self.cfg
+        return DayBatchLoader(
+            self.panel, self.normalized, self.split.get(split_name),
+            seq_len=int(c.data.sequence_length),  # type: ignore[attr-defined]
+            batch_size=int(batch_size if batch_size is not None else c.train.batch_size),  # type: ignore[attr-defined]
+            graph_builder=self.graph_builder,
+            shuffle=(split_name == "train") if shuffle is None else bool(shuffle),
+            seed=int(c.train.seed if seed is None else seed),  # type: ignore[attr-defined]
+            min_stocks=int(c.data.min_stocks),  # type: ignore[attr-defined]
+        )
+
+    def day_batch(self, split_name: str = "train", i: int = 0) -> DayBatch:
+        """One real single-day batch (the ``i``-th served date of the split, chronological)."""
+        loader = self.loader(split_name, shuffle=False)
+        if not len(loader.dates):
+            raise InputError(f"split '{split_name}' has no date with >= {loader.min_stocks} stocks "
+                             f"({loader.skipped_dates} skipped). Fix: lower data.min_stocks or use more data.")
+        return loader.day(i)
+
+
+def graph_enabled(cfg: object) -> bool:
+    """The graph path is on only when both ``graph.enabled`` and ``model.use_gat`` are."""
+    return bool(cfg.graph.enabled) and bool(cfg.model.use_gat)  # type: ignore[attr-defined]
+
+
+def prepare(cfg: object, path: str | None = None) -> Prepared:
+    """Load, split, normalize and set up graphs for ``cfg``.
+
+    Args:
+        cfg: the ``atft.config.Config``.
+        path: dataset path; None = ``cfg.data.path`` ("" = the embedded synthetic panel).
+
+    Raises:
+        DataError: from loading (columns, duplicates, ...) or splitting (too few dates).
+    """
+    d = cfg.data  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    panel = load_panel(cfg, path)
+    t1 = time.perf_counter()
+    horizons = Horizons.from_config(cfg)
+    embargo = resolve_embargo(int(d.embargo_days), horizons.horizons)
+    split = split_dates(panel.num_dates, float(d.val_fraction), float(d.test_fraction), embargo,
+                        warmup=int(d.sequence_length) - 1)
+    normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
+    normalized = normalizer.transform(panel)
+    t2 = time.perf_counter()
+    builder = GraphBuilder.from_config(cfg.graph) if graph_enabled(cfg) else None  # type: ignore[attr-defined]
+    if builder is None:
+        log.info("graph path OFF (graph.enabled=%s, model.use_gat=%s): batches carry no edges in every split",
+                 cfg.graph.enabled, cfg.model.use_gat)  # type: ignore[attr-defined]
+    log.info("data: %d dates x %d stocks x %d features; split %s (embargo %d); load %.2fs, normalize %.2fs",
+             panel.num_dates, panel.num_stocks, panel.num_features, split.sizes(), embargo, t1 - t0, t2 - t1)
+    return Prepared(cfg=cfg, panel=panel, horizons=horizons, split=split, normalizer=normalizer,
+                    normalized=normalized, graph_builder=builder,
+                    timings={"load_s": t1 - t0, "normalize_s": t2 - t1})
+
+
+__all__ = ["Prepared", "prepare", "graph_enabled", "SPLIT_NAMES"]
