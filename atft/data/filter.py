@@ -89,7 +89,7 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
     kept = [f for f in feats if f not in bad_cols]
 
     # 2. dates: worst target NaN ratio outside the legitimate tail
-    tails = [legit_tail(h, code, date).alias(f"_tail:{t}") for h, t in zip(hz.horizons, hz.targets)]
+    tails = [legit_tail(h, code, date).alias(f"_tail:{t}") for h, t in zip(hz.horizons, hz.targets, strict=True)]
     base = lf.with_columns(tails)
     miss_t = {t: missing(t, schema[t]) & ~pl.col(f"_tail:{t}") for t in hz.targets}
     elig_t = {t: ~pl.col(f"_tail:{t}") for t in hz.targets}
@@ -98,7 +98,7 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
                       for t in hz.targets])
                 .select(date, pl.max_horizontal(hz.targets).alias("r"))
                 .filter(pl.col("r") > r).sort(date).collect(engine=ENGINE))
-    bad_dates = dict(zip(per_date[date].to_list(), per_date["r"].to_list()))
+    bad_dates = dict(zip(per_date[date].to_list(), per_date["r"].to_list(), strict=True))
     rows = base.filter(~pl.col(date).is_in(list(bad_dates)))
 
     # 3. stocks: pooled share of missing cells (kept features + non-tail targets)
@@ -106,7 +106,7 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
     elig_cells = pl.sum_horizontal([pl.lit(1)] * len(kept) + list(elig_t.values()))
     per_code = (rows.group_by(code).agg((miss_cells.sum() / elig_cells.sum()).alias("r"))
                 .filter(pl.col("r") > r).sort(code).collect(engine=ENGINE))
-    bad_codes = dict(zip(per_code[code].to_list(), per_code["r"].to_list()))
+    bad_codes = dict(zip(per_code[code].to_list(), per_code["r"].to_list(), strict=True))
     rows = rows.filter(~pl.col(code).is_in(list(bad_codes)))
 
     # 4. columns again, on the rows that remain

@@ -251,7 +251,7 @@ def cross_section_exprs(columns: list[str]) -> list[pl.Expr]:
 def target_exprs(horizons: Horizons) -> list[pl.Expr]:
     """``Close(t+h) / Close(t) - 1`` per stock (null in the last h rows of each stock)."""
     c = pl.col(CLOSE)
-    return [(c.shift(-h) / c - 1).over(CODE).alias(t) for h, t in zip(horizons.horizons, horizons.targets)]
+    return [(c.shift(-h) / c - 1).over(CODE).alias(t) for h, t in zip(horizons.horizons, horizons.targets, strict=True)]
 
 
 def build_features(prices: pl.LazyFrame, horizons: Horizons, *, start: dt.date | None = None,

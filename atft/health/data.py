@@ -158,7 +158,7 @@ def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.Dat
     """Per date: missing count ``m:t`` and eligible count ``n:t`` per target, tail excluded."""
     schema = lf.collect_schema()
     d, hz = cfg.data, Horizons.from_config(cfg)
-    pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets) if t in schema]
+    pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets, strict=True) if t in schema]
     if not pairs:
         return [], pl.DataFrame()
     tails = [legit_tail(h, d.code_col, d.date_col).alias(f"_tail:{t}") for h, t in pairs]
