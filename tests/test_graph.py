@@ -106,7 +106,7 @@ def test_unknown_sector_and_market_are_zero() -> None:
     r, g = block_returns(num_dates=60, groups=1, per_group=4, seed=5)
     sector = np.array([-1, -1, 0, 0])
     ei, ea = GraphBuilder(lookback=60, min_obs=40, top_k=3).build(r, sector, np.full(4, -1))
-    same = {(int(s), int(d)): float(v) for s, d, v in zip(ei[0], ei[1], ea[:, 1])}
+    same = {(int(s), int(d)): float(v) for s, d, v in zip(ei[0], ei[1], ea[:, 1], strict=True)}
     assert same[(0, 1)] == 0.0 and same[(2, 3)] == 1.0
     assert (ea[:, 2] == 0).all()
 

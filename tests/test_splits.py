@@ -35,7 +35,7 @@ def test_embargo_no_target_window_crosses_a_split(num_dates: int, val_f: float, 
     s = split_dates(num_dates, val_f, test_f, e)
     max_h = max(horizons)
     parts = [p for p in (s.train, s.val, s.test) if p.size]
-    for earlier, later in zip(parts, parts[1:]):
+    for earlier, later in zip(parts[:-1], parts[1:], strict=True):
         # target of date t covers t .. t + h: the last one must end before the next split starts
         assert earlier.max() + max_h < later.min()
         # and every target window of the earlier split avoids every date of the later split

@@ -112,7 +112,7 @@ class DayBatchLoader:
         rows = [p[0] for p in parts]
         offsets = np.cumsum([0] + [r.size for r in rows[:-1]])
         edges, attrs = [], []
-        for off, (r, d) in zip(offsets.tolist(), zip(rows, days.tolist())):
+        for off, (r, d) in zip(offsets.tolist(), zip(rows, days.tolist(), strict=True), strict=True):
             ei, ea = (self.graph_builder.for_date(self.panel, d, r) if self.graph_builder is not None
                       else empty_graph())
             edges.append(ei + off)

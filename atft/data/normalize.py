@@ -171,7 +171,7 @@ class Normalizer:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.nansum(tgt, axis=(0, 1)) / cnt
             std = np.sqrt(np.nansum((tgt - mean) ** 2, axis=(0, 1)) / cnt)  # [H], NaN when no values
-        bad = [h for h, s in zip(panel.horizons, std.tolist()) if not np.isfinite(s) or s <= 0]
+        bad = [h for h, s in zip(panel.horizons, std.tolist(), strict=True) if not np.isfinite(s) or s <= 0]
         if bad and self.target_scaling != "none":
             raise DataError(f"no spread in the train targets of horizons {bad} (std 0 or no values on the "
                             f"{idx.size} train dates). Fix: check the target columns, or use data.target_scaling=none.")

@@ -77,31 +77,10 @@ def resolve_data_path(cfg: object, path: str | None = None) -> str:
 
 
 def select_features(schema: pl.Schema, cfg: object) -> list[str]:
-    """Feature columns by the shared rule of ``atft.health.data.feature_columns``.
+    """Feature columns by THE shared rule, ``atft.health.data.feature_columns`` (imported lazily)."""
+    from atft.health.data import feature_columns
 
-    Falls back to the same rule (``cfg.data.features`` if given, else every numeric column that is
-    not an id, target, graph return or excluded column) while that module is not installed.
-    """
-    try:
-        from atft.health.data import feature_columns
-    except ImportError:
-        feature_columns = _feature_columns_fallback
-    return list(feature_columns(schema, cfg))
-
-
-def _feature_columns_fallback(schema: pl.Schema, cfg: object) -> list[str]:
-    d = cfg.data  # type: ignore[attr-defined]
-    if d.features:
-        missing = [c for c in d.features if c not in schema]
-        if missing:
-            raise DataError(f"configured features missing from the data: {missing}. "
-                            "Fix: correct data.features or leave it empty to use all numeric columns.")
-        return list(d.features)
-    hz = Horizons.from_config(cfg)
-    skip = {d.code_col, d.date_col, d.sector_col, d.market_col, *d.exclude}
-    skip.add(str(cfg.graph.return_column))  # type: ignore[attr-defined]
-    return [n for n, t in schema.items()
-            if t.is_numeric() and n not in skip and not hz.target_horizons_in([n])]
+    return list(feature_columns(schema, cfg))  # type: ignore[arg-type]
 
 
 def check_no_target_features(features: list[str], horizons: Horizons) -> None:
