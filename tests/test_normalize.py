@@ -76,6 +76,9 @@ def test_vectorized_helpers_agree_with_numpy() -> None:
     with pytest.warns(RuntimeWarning):
         np.testing.assert_allclose(med, np.nanmedian(x.T, axis=-1), equal_nan=True)
     np.testing.assert_array_equal(cnt, (~np.isnan(x)).sum(axis=0))
+    one = np.array([[1.0], [np.nan], [4.0]])  # [M, 1]: x.T is contiguous, a view would be mutated
+    np.testing.assert_allclose(nanquantile_columns(one, np.array([0.5])), [[2.5]])
+    np.testing.assert_array_equal(one, [[1.0], [np.nan], [4.0]])
 
 
 def test_winsor_bounds_are_train_quantiles_only() -> None:

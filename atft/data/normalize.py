@@ -50,19 +50,20 @@ def nanquantile_columns(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
         x: ``[M, C]``; qs: ``[Q]`` -> ``[Q, C]`` float64 (NaN for an all-NaN column).
     """
     qs = np.asarray(qs, dtype=np.float64)
-    nan = np.isnan(x)
-    cnt = (~nan).sum(axis=0)  # [C]
-    filled = np.where(nan, np.inf, x).astype(np.float64)
-    pos = qs[:, None] * np.maximum(cnt - 1, 0)[None, :]  # [Q, C]
+    xt = np.array(x.T, order="C", copy=True)  # [C, M] own copy: partitioned in place along the contiguous axis
+    nan = np.isnan(xt)
+    cnt = xt.shape[1] - nan.sum(axis=1)  # [C]
+    xt[nan] = np.inf  # NaN sort last
+    pos = qs[None, :] * np.maximum(cnt - 1, 0)[:, None]  # [C, Q]
     lo = np.floor(pos).astype(np.int64)
     hi = np.ceil(pos).astype(np.int64)
-    part = np.partition(filled, np.unique(np.concatenate([lo.ravel(), hi.ravel()])), axis=0)
-    a = np.take_along_axis(part, lo, axis=0)
-    b = np.take_along_axis(part, hi, axis=0)
+    xt.partition(np.unique(np.concatenate([lo.ravel(), hi.ravel()])), axis=1)  # in place
+    a = np.take_along_axis(xt, lo, axis=1).astype(np.float64)
+    b = np.take_along_axis(xt, hi, axis=1).astype(np.float64)
     t = pos - lo
     with np.errstate(invalid="ignore"):
         diff = b - a
-        out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's _lerp
+        out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t).T  # numpy's _lerp; [Q, C]
     out[:, cnt == 0] = np.nan
     return out
 
@@ -107,7 +108,7 @@ def robust_zscore(x: np.ndarray, clip: float) -> np.ndarray:
         inv = np.where(ok, 1.0 / np.where(ok, scale, 1.0), 0.0).astype(np.float32)  # 0 -> z = 0
         z = dev * inv[..., None]  # [C, F, N]
     np.clip(z, -clip, clip, out=z)
-    np.nan_to_num(z, copy=False, nan=0.0)
+    z[np.isnan(z)] = 0.0  # missing -> 0 (validity lives in Panel.valid / DayBatch.observed)
     return np.ascontiguousarray(np.moveaxis(z, 2, 1))  # [C, N, F]
 
 
