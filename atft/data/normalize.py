@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from atft.config import Config
 from atft.data.panel import Panel
 from atft.errors import DataError, ShapeError
 
@@ -139,8 +140,8 @@ class Normalizer:
         self.num_train_dates = 0
 
     @classmethod
-    def from_config(cls, cfg: object) -> Normalizer:
-        d = cfg.data  # type: ignore[attr-defined]
+    def from_config(cls, cfg: Config) -> Normalizer:
+        d = cfg.data
         return cls(float(d.winsor_quantile), float(d.clip), str(d.target_scaling))
 
     @property

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from atft.config import Config
 from atft.errors import DataError
 from atft.horizons import Horizons, looks_like_target, target_column
 
@@ -61,14 +62,14 @@ class Panel:
         return len(self.feature_names)
 
 
-def resolve_data_path(cfg: object, path: str | None = None) -> str:
+def resolve_data_path(cfg: Config, path: str | None = None) -> str:
     """The dataset path: ``path``, else ``cfg.data.path``, else the embedded synthetic panel.
 
     Args:
         cfg: the ``atft.config.Config``.
         path: explicit dataset path (file, directory or glob); None = from the config.
     """
-    p = path if path is not None else str(cfg.data.path)  # type: ignore[attr-defined]
+    p = path if path is not None else str(cfg.data.path)
     if p:
         return p
     from atft.data.synthetic import ensure_default_panel  # lazy: owned by another module
@@ -76,11 +77,11 @@ def resolve_data_path(cfg: object, path: str | None = None) -> str:
     return str(ensure_default_panel(cfg))
 
 
-def select_features(schema: pl.Schema, cfg: object) -> list[str]:
+def select_features(schema: pl.Schema, cfg: Config) -> list[str]:
     """Feature columns by THE shared rule, ``atft.health.data.feature_columns`` (imported lazily)."""
     from atft.health.data import feature_columns
 
-    return list(feature_columns(schema, cfg))  # type: ignore[arg-type]
+    return list(feature_columns(schema, cfg))
 
 
 def check_no_target_features(features: list[str], horizons: Horizons) -> None:
@@ -92,7 +93,7 @@ def check_no_target_features(features: list[str], horizons: Horizons) -> None:
                         "Fix: remove them from data.features or add them to data.exclude.")
 
 
-def load_panel(cfg: object, path: str | None = None) -> Panel:
+def load_panel(cfg: Config, path: str | None = None) -> Panel:
     """Load a long (Code, Date) parquet dataset into a dense ``Panel``.
 
     Args:
@@ -109,7 +110,7 @@ def load_panel(cfg: object, path: str | None = None) -> Panel:
         DataError: missing target columns, a target among the features, duplicate (Code, Date),
             null Code/Date, no rows, or no way to derive the backward 1-day return.
     """
-    d = cfg.data  # type: ignore[attr-defined]
+    d = cfg.data
     src = resolve_data_path(cfg, path)
     from atft.data.source import scan
 
@@ -153,7 +154,7 @@ def load_panel(cfg: object, path: str | None = None) -> Panel:
     # 2. values: a few columns per pass, scattered into the dense arrays
     feats = _dense(lf, features, flat, num_d, num_n)  # [D, N, F]
     targets = _dense(lf, horizons.targets, flat, num_d, num_n)  # [D, N, H]
-    if cfg.graph.return_column:  # type: ignore[attr-defined]
+    if cfg.graph.return_column:
         returns = _dense(lf, [ret_col], flat, num_d, num_n)[:, :, 0]  # [D, N] already backward
     elif ret_col in horizons.targets:
         returns = lag_one_date(targets[:, :, horizons.targets.index(ret_col)])  # [D, N]
@@ -178,8 +179,8 @@ def lag_one_date(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _return_column(cfg: object, names: list[str], horizons: Horizons) -> str:
-    col = str(cfg.graph.return_column)  # type: ignore[attr-defined]
+def _return_column(cfg: Config, names: list[str], horizons: Horizons) -> str:
+    col = str(cfg.graph.return_column)
     if col:
         if horizons.target_horizons_in([col]):
             raise DataError(f"graph.return_column '{col}' is a forward-return target (a label): the graph "

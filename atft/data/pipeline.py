@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from atft.config import Config
 from atft.data.batch import DayBatch
 from atft.data.loader import DayBatchLoader
 from atft.data.normalize import NormalizedPanel, Normalizer
@@ -36,7 +37,7 @@ class Prepared:
         timings: seconds spent in load / normalize.
     """
 
-    cfg: object
+    cfg: Config
     panel: Panel
     horizons: Horizons
     split: Split
@@ -63,12 +64,12 @@ class Prepared:
         c = self.cfg
         return DayBatchLoader(
             self.panel, self.normalized, self.split.get(split_name),
-            seq_len=int(c.data.sequence_length),  # type: ignore[attr-defined]
-            batch_size=int(batch_size if batch_size is not None else c.train.batch_size),  # type: ignore[attr-defined]
+            seq_len=int(c.data.sequence_length),
+            batch_size=int(batch_size if batch_size is not None else c.train.batch_size),
             graph_builder=self.graph_builder,
             shuffle=(split_name == "train") if shuffle is None else bool(shuffle),
-            seed=int(c.train.seed if seed is None else seed),  # type: ignore[attr-defined]
-            min_stocks=int(c.data.min_stocks),  # type: ignore[attr-defined]
+            seed=int(c.train.seed if seed is None else seed),
+            min_stocks=int(c.data.min_stocks),
         )
 
     def day_batch(self, split_name: str = "train", i: int = 0) -> DayBatch:
@@ -80,12 +81,12 @@ class Prepared:
         return loader.day(i)
 
 
-def graph_enabled(cfg: object) -> bool:
+def graph_enabled(cfg: Config) -> bool:
     """The graph path is on only when both ``graph.enabled`` and ``model.use_gat`` are."""
-    return bool(cfg.graph.enabled) and bool(cfg.model.use_gat)  # type: ignore[attr-defined]
+    return bool(cfg.graph.enabled) and bool(cfg.model.use_gat)
 
 
-def prepare(cfg: object, path: str | None = None) -> Prepared:
+def prepare(cfg: Config, path: str | None = None) -> Prepared:
     """Load, split, normalize and set up graphs for ``cfg``.
 
     Args:
@@ -95,7 +96,7 @@ def prepare(cfg: object, path: str | None = None) -> Prepared:
     Raises:
         DataError: from loading (columns, duplicates, ...) or splitting (too few dates).
     """
-    d = cfg.data  # type: ignore[attr-defined]
+    d = cfg.data
     t0 = time.perf_counter()
     panel = load_panel(cfg, path)
     t1 = time.perf_counter()
@@ -106,10 +107,10 @@ def prepare(cfg: object, path: str | None = None) -> Prepared:
     normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
     normalized = normalizer.transform(panel)
     t2 = time.perf_counter()
-    builder = GraphBuilder.from_config(cfg.graph) if graph_enabled(cfg) else None  # type: ignore[attr-defined]
+    builder = GraphBuilder.from_config(cfg.graph) if graph_enabled(cfg) else None
     if builder is None:
         log.info("graph path OFF (graph.enabled=%s, model.use_gat=%s): batches carry no edges in every split",
-                 cfg.graph.enabled, cfg.model.use_gat)  # type: ignore[attr-defined]
+                 cfg.graph.enabled, cfg.model.use_gat)
     log.info("data: %d dates x %d stocks x %d features; split %s (embargo %d); load %.2fs, normalize %.2fs",
              panel.num_dates, panel.num_stocks, panel.num_features, split.sizes(), embargo, t1 - t0, t2 - t1)
     return Prepared(cfg=cfg, panel=panel, horizons=horizons, split=split, normalizer=normalizer,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from atft.config import GraphConfig
 from atft.data.panel import Panel
 from atft.errors import InputError
 
@@ -129,11 +130,10 @@ class GraphBuilder:
         self.misses = 0
 
     @classmethod
-    def from_config(cls, gcfg: object) -> GraphBuilder:
+    def from_config(cls, gcfg: GraphConfig) -> GraphBuilder:
         """From ``cfg.graph`` (a ``GraphConfig``)."""
-        g = gcfg
-        return cls(int(g.lookback), int(g.min_obs), int(g.top_k), float(g.threshold),  # type: ignore[attr-defined]
-                   int(g.cache_size))  # type: ignore[attr-defined]
+        return cls(int(gcfg.lookback), int(gcfg.min_obs), int(gcfg.top_k), float(gcfg.threshold),
+                   int(gcfg.cache_size))
 
     @property
     def params(self) -> tuple[int, int, int, float]:
