@@ -136,7 +136,10 @@ def test_target_scaling_exact() -> None:
     sc = Normalizer(target_scaling="scale").fit(p, np.array([0, 1]))
     raw_std = np.std([1.0, 2.0, 3.0, 2.0, 4.0])
     np.testing.assert_allclose(sc.transform_targets(p.targets)[0, :, 0], np.array([1, 2, 3]) / raw_std, rtol=1e-6)
+    np.testing.assert_allclose(cs.target_scale, [s], rtol=1e-6)  # training scale -> returns
+    np.testing.assert_allclose(sc.target_scale, [raw_std], rtol=1e-6)
     no = Normalizer(target_scaling="none").fit(p, np.array([0, 1]))
+    np.testing.assert_array_equal(no.target_scale, [1.0])
     out = no.transform(p)
     np.testing.assert_array_equal(out.targets, p.targets)
     assert out.raw_targets is p.targets  # raw kept for metrics

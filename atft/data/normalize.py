@@ -148,6 +148,21 @@ class Normalizer:
     def fitted(self) -> bool:
         return bool(self.feature_names)
 
+    @property
+    def target_scale(self) -> np.ndarray:
+        """Per-horizon factor from the training scale back to return units (1 for "none").
+
+        A prediction ``p`` in the training scale is ``p * target_scale[h]`` in returns (for
+        ``cs_demean`` that is the demeaned return: a cross-sectional ranking, the per-date mean is
+        not predicted).
+
+        Shapes:
+            -> ``[H]`` float64.
+        """
+        if self.target_scaling == "none":
+            return np.ones_like(self.target_std)
+        return self.target_std.copy()
+
     def fit(self, panel: Panel, train_dates: np.ndarray) -> Normalizer:
         """Fit winsorization bounds and target scales on ``train_dates`` only.
 
