@@ -169,6 +169,13 @@ def test_cache_is_bounded_lru() -> None:
     b.for_date(panel, 10, np.arange(4))
     b.for_date(panel, 11, np.arange(4))
     assert b.hits == 2 and b.misses == 4
+    one = GraphBuilder(lookback=10, min_obs=5, top_k=2, threshold=0.0)
+    size = sum(t.element_size() * t.numel() for t in one.for_date(panel, 10, np.arange(4)))
+    assert size > 0
+    small = GraphBuilder(lookback=10, min_obs=5, top_k=2, threshold=0.0, cache_bytes=2 * size)
+    for d in (10, 11, 12, 13):
+        small.for_date(panel, d, np.arange(4))
+    assert small.cached == 2  # the byte bound evicts before the count bound (4096)
 
 
 def test_from_config_and_bad_parameters() -> None:

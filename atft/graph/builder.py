@@ -88,6 +88,10 @@ def pairwise_corr(returns: np.ndarray) -> tuple[Tensor, Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def _nbytes(graph: Graph) -> int:
+    return sum(t.element_size() * t.numel() for t in graph)
+
+
 def _unique_first(keys: Tensor) -> tuple[Tensor, Tensor]:
     """Sorted unique keys and the position of the first occurrence of each.
 
@@ -109,10 +113,12 @@ class GraphBuilder:
         top_k: neighbours kept per stock by ``|rho|`` (before symmetrization).
         threshold: minimum ``|rho|`` (strictly above) for an edge.
         cache_size: graphs kept in the LRU cache; 0 disables caching.
+        cache_bytes: memory bound of the cache as well (a 4,000-stock graph holds ~120k edges,
+            ~3.4 MB); least recently used graphs are evicted past either bound.
     """
 
     def __init__(self, lookback: int = 60, min_obs: int = 40, top_k: int = 20, threshold: float = 0.3,
-                 cache_size: int = 4096) -> None:
+                 cache_size: int = 4096, cache_bytes: int = 2 * 2**30) -> None:
         if lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0:
             raise InputError(f"bad graph parameters lookback={lookback} min_obs={min_obs} top_k={top_k} "
                              f"threshold={threshold} cache_size={cache_size}. Fix: lookback, min_obs >= 2, "
@@ -125,6 +131,8 @@ class GraphBuilder:
         self.top_k = int(top_k)
         self.threshold = float(threshold)
         self.cache_size = int(cache_size)
+        self.cache_bytes = int(cache_bytes)
+        self._bytes = 0
         self._cache: OrderedDict[tuple[object, ...], Graph] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -204,8 +212,9 @@ class GraphBuilder:
         graph = self.build(window, panel.sector[rows], panel.market[rows])
         if self.cache_size:
             self._cache[key] = graph
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._bytes += _nbytes(graph)
+            while len(self._cache) > self.cache_size or (self._bytes > self.cache_bytes and len(self._cache) > 1):
+                self._bytes -= _nbytes(self._cache.popitem(last=False)[1])
         return graph
 
     def _key(self, panel: Panel, d: int, rows: np.ndarray) -> tuple[object, ...]:
@@ -216,6 +225,7 @@ class GraphBuilder:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._bytes = 0
         self.hits = self.misses = 0
 
     @property
