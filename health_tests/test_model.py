@@ -50,8 +50,9 @@ def test_horizon_keys_agree(atft_model, day_batch, loss_fn, horizons, atft_data_
     health.check(check_horizon_keys(horizons, columns, out, loss_keys, metric_keys))
 
 
-def test_head_spread_on_real_batch(atft_model, day_batch, horizons, atft_config, health):
-    results, samples = check_head_spread(atft_model, day_batch, horizons, atft_config.health.min_head_std)
+def test_head_spread_on_real_batch(atft_model, day_batch, horizons, atft_config, atft_prepared, health):
+    results, samples = check_head_spread(atft_model, day_batch, horizons, atft_config.health.min_head_std,
+                                         atft_prepared.normalizer.target_scale)
     health.artifact("predictions", {"source": "fresh model, one validation day", "values": samples})
     health.check(results)
 
@@ -71,4 +72,5 @@ def test_mini_train(atft_model, atft_prepared, loss_fn, horizons, atft_config, h
     batches = [atft_prepared.day_batch("train", i) for i in range(3)]
     health.check(mini_train(atft_model, batches, loss_fn, steps=atft_config.health.mini_train_steps,
                             lr=atft_config.train.lr, horizons=horizons,
-                            min_std=atft_config.health.min_head_std))
+                            min_std=atft_config.health.min_head_std,
+                            scale=atft_prepared.normalizer.target_scale))

@@ -102,8 +102,11 @@ def prepare(cfg: Config, path: str | None = None) -> Prepared:
     t1 = time.perf_counter()
     horizons = Horizons.from_config(cfg)
     embargo = resolve_embargo(int(d.embargo_days), horizons.horizons)
+    # the first dates lack a full feature window or enough return history for a correlation
+    # graph; they are dropped whether or not the graph is on, so GAT on/off runs see the same dates
+    warmup = max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
     split = split_dates(panel.num_dates, float(d.val_fraction), float(d.test_fraction), embargo,
-                        warmup=int(d.sequence_length) - 1)
+                        warmup=warmup)
     normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
     normalized = normalizer.transform(panel)
     t2 = time.perf_counter()

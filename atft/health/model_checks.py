@@ -60,16 +60,20 @@ def head_outputs(model: torch.nn.Module, batch: DayBatch) -> dict[str, Any]:
 
 
 def check_head_spread(model: torch.nn.Module, batch: DayBatch, horizons: Horizons,
-                      threshold: float = 0.001) -> tuple[list[CheckResult], dict[str, list[float]]]:
+                      threshold: float = 0.001, scale: Sequence[float] | None = None,
+                      ) -> tuple[list[CheckResult], dict[str, list[float]]]:
     """Per horizon: cross-sectional std of the point forecast > threshold; quantiles ordered.
 
-    Returns the results and the point forecasts per horizon (for the report's histograms).
+    ``scale`` (``Normalizer.target_scale``) converts the model's training scale to return
+    units, the units of the recovery plan's ``yhat_std > 0.001``.
+    Returns the results and the point forecasts per horizon in return units (for histograms).
     Shapes: predictions ``[N, Q]``, point ``[N]`` per horizon (a single-day batch).
     """
     out = head_outputs(model, batch)
     results, samples = [], {}
-    for key in horizons.keys:
-        point = out["point"][key].float()
+    factors = list(scale) if scale is not None else [1.0] * len(horizons)
+    for key, factor in zip(horizons.keys, factors, strict=True):
+        point = out["point"][key].float() * float(factor)
         std = float(point.std(unbiased=False)) if point.numel() > 1 else float("nan")
         results.append(CheckResult.compare(
             f"head_std[{key}]", std, threshold, ">",
@@ -172,7 +176,8 @@ def check_no_leak(run: Callable[[], Any], tolerance: int = 0) -> CheckResult:
 
 def mini_train(model: torch.nn.Module, batches: Sequence[DayBatch], loss_fn: Callable[..., Any],
                steps: int, lr: float, horizons: Horizons, min_std: float,
-               step_fn: Callable[..., Any] | None = None) -> list[CheckResult]:
+               step_fn: Callable[..., Any] | None = None,
+               scale: Sequence[float] | None = None) -> list[CheckResult]:
     """A few AdamW steps on a few days: fixed-batch loss goes down, prediction spread survives.
 
     ``step_fn(model, batch, loss_fn, optimizer)`` performs one step (default: forward, loss,
@@ -213,7 +218,7 @@ def mini_train(model: torch.nn.Module, batches: Sequence[DayBatch], loss_fn: Cal
                             examples=[f"before={before:.5g}", f"after={after:.5g}"]),
         leak,
     ]
-    spread, _ = check_head_spread(model, fixed, horizons, min_std)
+    spread, _ = check_head_spread(model, fixed, horizons, min_std, scale)
     for r in spread:
         if r.name.startswith("head_std"):
             r.name = r.name.replace("head_std", "mini_train_head_std")
