@@ -181,7 +181,8 @@ def _cfg(**graph: object) -> Config:
 def test_prepare_split_normalizer_and_loaders(tmp_path: Path) -> None:
     prep = prepare(_cfg(), str(write_long(tmp_path / "p.parquet")))
     s = prep.split
-    assert s.embargo == 5 and s.train[0] == 3  # warmup = sequence_length - 1
+    # warmup = max(sequence_length - 1, graph.min_obs): every split date has a full graph window
+    assert s.embargo == 5 and s.train[0] == max(prep.cfg.data.sequence_length - 1, prep.cfg.graph.min_obs)
     assert s.train[-1] + 5 < s.val[0] and s.val[-1] + 5 < s.test[0]
     assert prep.num_features == 3 and prep.graph_builder is not None
     ref = Normalizer.from_config(prep.cfg).fit(prep.panel, s.train)
