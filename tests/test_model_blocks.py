@@ -84,7 +84,8 @@ def test_vsn_vectorized_equals_per_feature_loop(selection: str) -> None:
 def test_vsn_chunked_checkpointed_equals_whole_in_value_and_gradient() -> None:
     torch.manual_seed(0)
     whole = VariableSelectionNetwork(5, 8, dropout=0.0)
-    chunked = VariableSelectionNetwork(5, 8, dropout=0.0, chunk_elements=5 * 8 * 3)  # 3 tokens/chunk
+    chunked = VariableSelectionNetwork(5, 8, dropout=0.0, chunk_elements=5 * 8 * 3,  # 3 tokens/chunk
+                                       checkpoint_elements=5 * 8 * 10)  # 20 tokens > 10: checkpointed
     chunked.load_state_dict(whole.state_dict())
     x = torch.randn(4, 5, 5)  # 20 tokens -> 7 chunks
     outs = []

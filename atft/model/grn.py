@@ -150,6 +150,16 @@ class GatedResidualNetwork(nn.Module):
 
     def forward(self, a: Tensor) -> Tensor:
         skip = a if self.skip is None else self.skip(a)  # [..., out]
-        eta2 = F.elu(self.fc1(a))  # [..., hidden]
-        eta1 = self.fc2(eta2)  # [..., hidden]
+        return self.from_pre_activation(self.fc1(a), skip)
+
+    def from_pre_activation(self, pre: Tensor, skip: Tensor) -> Tensor:
+        """The GRN after its first layer: ``pre = W2 a + b2`` and ``skip`` already computed.
+
+        Lets a caller that knows a cheaper exact form of ``fc1(a)`` (e.g. the VSN, where ``a``
+        is an affine image of a scalar) skip the matrix product.
+
+        Shapes:
+            pre: ``[..., hidden]``; skip: ``[..., out]`` -> ``[..., out]``.
+        """
+        eta1 = self.fc2(F.elu(pre))  # [..., hidden]
         return self.gate_norm(eta1, skip)  # [..., out]
