@@ -85,8 +85,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _register_hypothesis_profiles()
+    _share_cores_between_workers()
     config.stash[_RESULTS] = []
     config.stash[_ARTIFACTS] = []
+
+
+def _share_cores_between_workers() -> None:
+    """Under xdist give each worker its share of the cores as torch threads.
+
+    Two workers each running 2 OpenMP threads on 2 cores make scatter/index kernels 100x
+    slower (threads spin on barriers of a descheduled peer), so oversubscription is avoided.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _register_hypothesis_profiles() -> None:
