@@ -130,8 +130,8 @@ def check_training_step(model: torch.nn.Module, batch: DayBatch, loss_fn: Callab
     parts: dict[str, torch.nn.Module | None] = model.parts()  # type: ignore[operator]
     for name, module in parts.items():
         norm = _grad_norm(module) if has_path else 0.0
-        if name == "gat" and module is None and allow_gat_bypass:
-            continue
+        if name in ("gat", "fusion") and module is None and allow_gat_bypass:
+            continue  # the graph path (GAT and its fusion gate) is off on purpose
         results.append(CheckResult.compare(
             f"grad_norm[{name}]", norm, 0.0, ">",
             f"part '{name}' got gradient norm {norm:.3g} after backward: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 
 import torch
 
@@ -28,10 +29,12 @@ def release_cuda_memory() -> dict[str, float]:
 def live_tensor_count() -> int:
     """Number of live torch tensors the garbage collector can see (CPU-side leak check)."""
     n = 0
-    for obj in gc.get_objects():
-        try:
-            if isinstance(obj, torch.Tensor):
-                n += 1
-        except ReferenceError:  # weakly-referenced objects may vanish during the scan
-            continue
+    with warnings.catch_warnings():  # deprecated torch objects warn when their type is probed
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor):
+                    n += 1
+            except ReferenceError:  # weakly-referenced objects may vanish during the scan
+                continue
     return n
