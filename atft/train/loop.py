@@ -28,7 +28,7 @@ import polars as pl
 import torch
 
 from atft.config import Config, to_yaml
-from atft.data.batch import DayBatch
+from atft.errors import ConfigError, HorizonMismatchError, InputError
 from atft.horizons import Horizons
 from atft.io import atomic_path, write_json, write_text
 from atft.train.memory import release_cuda_memory
@@ -180,6 +180,11 @@ def predict(model: torch.nn.Module, loader: Any, horizons: Horizons, *,
         batch_d = batch.to(device)
         with _autocast(device, bf16):
             out = model(batch_d)
+        if not isinstance(out, dict) or not isinstance(out.get("point"), dict):
+            got = sorted(map(str, out.keys())) if isinstance(out, dict) else type(out).__name__
+            raise HorizonMismatchError(
+                f"the model output must hold 'point' = {{'horizon_{{h}}d': [N]}} (and 'predictions'); "
+                f"got {got}. Fix: return the whole output dict of ATFT_GAT_FAN.forward.")
         horizons.check_mapping(out["point"], "model point")
         if loss_fn is not None:
             lo = loss_fn(out, batch_d)
@@ -197,8 +202,8 @@ def predict(model: torch.nn.Module, loader: Any, horizons: Horizons, *,
     pred = np.concatenate(preds) if preds else np.zeros((0, len(horizons)), np.float32)
     tgt = np.concatenate(tgts) if tgts else np.zeros((0, len(horizons)), np.float32)
     cols: dict[str, Any] = {"Code": codes, "Date": dates}
-    for j, h in enumerate(horizons.horizons):
-        cols[horizons.targets[j]] = tgt[:, j]
+    for j, name in enumerate(horizons.targets):
+        cols[name] = tgt[:, j]
     for j, name in enumerate(horizons.pred_columns):
         cols[name] = pred[:, j]
     frame = pl.DataFrame(cols, schema_overrides={"Code": pl.String, "Date": pl.Date})
@@ -214,7 +219,7 @@ def metrics_from_predictions(frame: pl.DataFrame, horizons: Horizons, min_stocks
     date_id = frame["Date"].to_physical().to_numpy()
     out: dict[str, dict[str, float]] = {}
     daily: dict[str, np.ndarray] = {}
-    for key, tcol, pcol in zip(horizons.keys, horizons.targets, horizons.pred_columns):
+    for key, tcol, pcol in zip(horizons.keys, horizons.targets, horizons.pred_columns, strict=True):
         y = frame[tcol].fill_null(float("nan")).to_numpy().astype(np.float64)
         p = frame[pcol].fill_null(float("nan")).to_numpy().astype(np.float64)
         out[key] = {k: float(v) for k, v in compute_metrics(p, y, date_id, min_stocks=min_stocks).items()}
@@ -248,6 +253,51 @@ def format_epoch_lines(epoch: int, train: EpochStats, val: EvalResult, lr: float
     return lines
 
 
+RECORD_KEYS = ("epoch", "train/total_loss", "lr", "train/samples_per_s", "train/seconds",
+               "train/batch_seconds", "train/skipped_batches", "val/total_loss")
+
+
+def record_keys(horizons: Horizons) -> list[str]:
+    """Every key of an epoch record (``metrics.jsonl``): what ``train.early_stopping_metric`` may name."""
+    empty = np.zeros(0, dtype=np.float64)
+    names = list(compute_metrics(empty, empty, np.zeros(0, dtype=np.int64), min_stocks=2))
+    keys = list(RECORD_KEYS)
+    for key in horizons.keys:
+        suffix = key.removeprefix("horizon_")
+        keys.append(f"train/loss_{suffix}")
+        keys.extend(f"val/{name}_{suffix}" for name in names)
+    return keys
+
+
+def check_early_stopping_metric(name: str, available: Sequence[str]) -> None:
+    """Raise ConfigError naming the available keys when ``name`` is not a logged metric."""
+    if name not in available:
+        raise ConfigError(f"train.early_stopping_metric '{name}' is not a logged metric. Fix: use one "
+                          f"of the available keys: {sorted(available)}.")
+
+
+def _write_history(path: Path, history: Sequence[dict[str, float]]) -> None:
+    """``metrics.jsonl``: one JSON line per epoch so far, rewritten atomically (resume-safe)."""
+    lines = [json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()})
+             for rec in history]
+    write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _rng_state() -> dict[str, Any]:
+    """CPU (and CUDA, when initialized) RNG state for the resume checkpoint."""
+    state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state(ck: dict[str, Any]) -> None:
+    torch.set_rng_state(ck["torch_rng"])
+    cuda = ck.get("cuda_rng")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 @dataclass
 class FitResult:
     """What a run produced: paths and Python numbers (no tensors, no model, no optimizer)."""
@@ -266,6 +316,24 @@ def _target_scale(prepared: Any) -> list[float]:
     if scale is None:
         return [1.0] * len(prepared.horizons)
     return [float(s) for s in np.asarray(scale).reshape(-1)]
+
+
+def _oracle(cfg: Config, prepared: Any) -> dict[str, Any] | None:
+    """The synthetic sidecar's oracle and no-graph ICs per horizon, for the data of this run.
+
+    None for data without a sidecar, or when ``prepared`` holds a panel of another shape than
+    the sidecar describes (a ``Prepared`` built from another path than ``cfg.data.path``).
+    """
+    from atft.train.run import oracle_for
+
+    meta = oracle_for(cfg, generate=False)
+    if not meta or "oracle_ic" not in meta:
+        return None
+    shape = meta.get("shape", {})
+    panel = prepared.panel
+    if (shape.get("stocks"), shape.get("days")) != (panel.num_stocks, panel.num_dates):
+        return None
+    return {k: meta[k] for k in ("oracle_ic", "no_graph_ic") if k in meta}
 
 
 def _better(a: float, b: float, mode: str) -> bool:
@@ -317,7 +385,6 @@ def fit(cfg: Config, prepared: Any | None = None, *, resume: str | Path | None =
         if not run_dir.exists():
             run_dir = Path(t.run_dir) / str(resume)
         if not (run_dir / "checkpoints" / "last.pt").exists():
-            from atft.errors import InputError
             raise InputError(f"cannot resume: {run_dir}/checkpoints/last.pt not found. "
                              "Fix: pass a run directory (or run id under train.run_dir) that wrote last.pt.")
         run_id = run_dir.name
@@ -341,6 +408,7 @@ def fit(cfg: Config, prepared: Any | None = None, *, resume: str | Path | None =
 
         prepared = prepared if prepared is not None else prepare(cfg)
         horizons: Horizons = prepared.horizons
+        check_early_stopping_metric(t.early_stopping_metric, record_keys(horizons))
         seed_everything(t.seed)
         model = ATFT_GAT_FAN.from_config(cfg, prepared.num_features).to(device)
         loss_fn = MultiHorizonLoss.from_config(cfg)
@@ -360,7 +428,7 @@ def fit(cfg: Config, prepared: Any | None = None, *, resume: str | Path | None =
             model.load_state_dict(ck["state_dict"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
-            torch.set_rng_state(ck["torch_rng"])
+            _set_rng_state(ck)
             start_epoch = int(ck["epoch"]) + 1
             best_metric, best_epoch = float(ck["best_metric"]), int(ck["best_epoch"])
             bad_epochs = int(ck["bad_epochs"])
@@ -395,11 +463,8 @@ def fit(cfg: Config, prepared: Any | None = None, *, resume: str | Path | None =
             history.append(record)
             for line in format_epoch_lines(epoch, stats, val, lr):
                 log.info(line)
-            watched = record.get(t.early_stopping_metric, float("nan"))
-            if t.early_stopping_metric not in record:
-                from atft.errors import ConfigError
-                raise ConfigError(f"train.early_stopping_metric '{t.early_stopping_metric}' is not a "
-                                  f"logged metric; available: {sorted(record)}")
+            check_early_stopping_metric(t.early_stopping_metric, list(record))
+            watched = record[t.early_stopping_metric]
             improved = _better(watched, best_metric, t.early_stopping_mode)
             if improved:
                 best_metric, best_epoch, bad_epochs = watched, epoch, 0
@@ -411,17 +476,16 @@ def fit(cfg: Config, prepared: Any | None = None, *, resume: str | Path | None =
                 bad_epochs += 1
             save_checkpoint(run_dir / "checkpoints" / "last.pt", model, cfg, extra={
                 "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "best_metric": best_metric, "best_epoch": best_epoch,
+                **_rng_state(), "best_metric": best_metric, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history})
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                     for k, v in record.items()}) + "\n")
+            _write_history(metrics_path, history)
             del val
             for cb in callbacks:
                 cb(epoch, record)
             if t.patience and bad_epochs >= t.patience:
-                log.info("early stopping at epoch %d: %s did not improve for %d epochs (train.patience)",
-                         epoch, t.early_stopping_metric, bad_epochs)
+                log.info("early stopping at epoch %d: %s did not improve for %d epochs (train.patience=%d; "
+                         "best %.6g at epoch %d, mode %s)", epoch, t.early_stopping_metric, bad_epochs,
+                         t.patience, best_metric, best_epoch, t.early_stopping_mode)
                 stopped_early = True
                 break
 
@@ -444,7 +508,7 @@ def fit(cfg: Config, prepared: Any | None = None, *, resume: str | Path | None =
                 block[key] = {**m, "ic_ci95": [lo, hi]}
             final[split] = block
             del res, loader
-        oracle = getattr(prepared, "oracle", None)
+        oracle = _oracle(cfg, prepared)
         if oracle:
             final["oracle"] = oracle
         write_json(run_dir / "metrics.json", final)

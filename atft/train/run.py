@@ -44,11 +44,29 @@ def apply_single_process(cfg: Config) -> None:
                  os.environ["POLARS_MAX_THREADS"])
 
 
-def oracle_for(cfg: Config) -> dict[str, Any] | None:
-    """The synthetic sidecar's oracle IC per horizon, when the data has one."""
-    from atft.data.synthetic import ensure_default_panel, sidecar_path
+def oracle_for(cfg: Config, *, generate: bool = True) -> dict[str, Any] | None:
+    """The synthetic sidecar's oracle IC per horizon, when the data has one.
 
-    path = Path(cfg.data.path) if cfg.data.path else ensure_default_panel(cfg)
+    Args:
+        cfg: the run's config (``data.path``; "" = the embedded synthetic panel).
+        generate: write the embedded panel into ``data.cache_dir`` when it is not there yet;
+            False only looks for an existing one.
+    """
+    from atft.data.synthetic import (
+        SynthParams,
+        default_panel_name,
+        ensure_default_panel,
+        sidecar_path,
+    )
+
+    if cfg.data.path:
+        path = Path(cfg.data.path)
+    elif generate:
+        path = ensure_default_panel(cfg)
+    else:
+        path = Path(cfg.data.cache_dir) / default_panel_name(
+            SynthParams.from_config(cfg.data.synthetic), [int(h) for h in cfg.data.horizons],
+            cfg.data.target_template)
     side = sidecar_path(path) if path.is_file() else None
     if side is None or not side.exists():
         return None
@@ -77,9 +95,8 @@ def cli_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        base = load(args.config or "default", [])
-        if not run_dir.exists():
-            run_dir = Path(base.train.run_dir) / args.resume
+        if not run_dir.exists():  # a run id under train.run_dir (as the flags and overrides set it)
+            run_dir = Path(config_from_args(args).train.run_dir) / args.resume
         cfg_path = run_dir / "config.yaml"
         args.config = str(cfg_path) if cfg_path.exists() else args.config
         cfg = config_from_args(args)
