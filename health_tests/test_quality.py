@@ -25,12 +25,19 @@ def _fit(cfg, prepared, tmp_path_factory, epochs: int):
     return fit(cfg, prepared, run_id=f"health_{epochs}ep")
 
 
-def _oracle(cfg, data_path):
-    from atft.train.run import oracle_for
+def _oracle_same_rows(cfg, data_path, res, horizons):
+    """Oracle IC on exactly the test rows of the run (None when the data has no truth file)."""
+    import polars as pl
 
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_path)))
-    meta = oracle_for(cfg)
-    return None if meta is None else meta.get("oracle_ic")
+    from atft.data.oracle import oracle_on_predictions
+    from atft.data.synthetic import truth_path
+
+    truth = truth_path(data_path)
+    if not truth.exists():
+        return None
+    frame = pl.read_parquet(res.run_dir / "predictions_test.parquet")
+    same = oracle_on_predictions(frame, truth, horizons, min_stocks=cfg.data.min_stocks)
+    return {k: v["oracle_ic"] for k, v in same.items()}
 
 
 def _history_artifact(health, name, res, horizons):
@@ -51,4 +58,4 @@ def test_ten_epoch_quality_gate(atft_config, atft_prepared, atft_data_path, tmp_
     res = _fit(atft_config, atft_prepared, tmp_path_factory, 10)
     _history_artifact(health, "10 epochs", res, horizons)
     health.check(quality_gate(res.history, res.final, horizons, atft_config.health,
-                              _oracle(atft_config, atft_data_path)))
+                              _oracle_same_rows(atft_config, atft_data_path, res, horizons)))

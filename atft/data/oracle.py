@@ -190,3 +190,43 @@ def calibrate_scale(u: np.ndarray, a: np.ndarray, noise: np.ndarray, mask: np.nd
         else:
             hi = mid
     return float(10.0 ** (0.5 * (lo + hi)))
+
+
+def oracle_on_predictions(predictions: object, truth_file: object, horizons: object,
+                          min_stocks: int = 20) -> dict[str, dict[str, float]]:
+    """The oracle on exactly the rows of a predictions frame (same dates, same stocks).
+
+    A model's IC on a split is compared with the oracle's IC on the same (Code, Date) rows and
+    the same realized targets, so the period noise common to both cancels (the full-panel
+    oracle of the sidecar differs from a split's by about sd(daily IC) / sqrt(dates)).
+
+    Args:
+        predictions: polars DataFrame with Code, Date, the target columns and
+            ``pred_horizon_{h}d`` (``predictions_{split}.parquet`` of a run).
+        truth_file: the ``*.truth.parquet`` of the synthetic panel.
+        horizons: ``atft.horizons.Horizons``.
+
+    Returns:
+        per horizon key: ``oracle_ic``, ``model_ic`` (same rows), ``ratio``, ``n_dates``, and the
+        paired per-date t-stat of (model - oracle) IC.
+    """
+    import polars as pl
+
+    from atft.train.metrics import paired_ic_tstat, per_date_ic
+
+    frame: pl.DataFrame = predictions  # type: ignore[assignment]
+    truth = pl.read_parquet(str(truth_file))
+    joined = frame.join(truth, on=["Code", "Date"], how="left")
+    date_id = joined["Date"].to_physical().to_numpy()
+    out: dict[str, dict[str, float]] = {}
+    for key, tcol, pcol in zip(horizons.keys, horizons.targets, horizons.pred_columns, strict=True):  # type: ignore[attr-defined]
+        y = joined[tcol].fill_null(float("nan")).to_numpy().astype(np.float64)
+        mu = joined[f"mu_{key}"].fill_null(float("nan")).to_numpy().astype(np.float64)
+        p = joined[pcol].fill_null(float("nan")).to_numpy().astype(np.float64)
+        o = per_date_ic(mu, y, date_id, min_stocks=min_stocks)
+        m = per_date_ic(p, y, date_id, min_stocks=min_stocks)
+        t = paired_ic_tstat(m, o)
+        out[key] = {"oracle_ic": float(np.nanmean(o.values)), "model_ic": float(np.nanmean(m.values)),
+                    "ratio": float(np.nanmean(m.values) / np.nanmean(o.values)),
+                    "n_dates": float(t.n_dates), "tstat_model_minus_oracle": float(t.t)}
+    return out

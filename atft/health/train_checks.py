@@ -67,7 +67,11 @@ def checkpoint_checks(history: Sequence[dict[str, float]], final: dict[str, Any]
 
 def quality_gate(history: Sequence[dict[str, float]], final: dict[str, Any], horizons: Horizons,
                  h: HealthConfig, oracle_ic: dict[str, float] | None = None) -> list[CheckResult]:
-    """The 10-epoch gate: losses trending down, no overfitting, IC/Sharpe thresholds, oracle share."""
+    """The 10-epoch gate: losses trending down, no overfitting, IC/Sharpe thresholds, oracle share.
+
+    ``oracle_ic`` is the oracle's IC on the same test rows (``atft.data.oracle.oracle_on_predictions``),
+    so the ratio is not blurred by which dates happen to fall in the test split.
+    """
     train = [r["train/total_loss"] for r in history]
     val = [r["val/total_loss"] for r in history]
     gap = abs(val[-1] - train[-1]) / train[-1] if train[-1] > 0 else float("nan")
