@@ -74,6 +74,10 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.vsn = VariableSelectionNetwork(num_features, hidden_size, dropout, vsn_selection)
         self.fan = FrequencyAdaptiveNorm(hidden_size, fan_top_k) if adaptive_norm else None
         self.san = SliceAdaptiveNorm(hidden_size, san_slice_len) if adaptive_norm else None
+        # ReZero scale of the FAN/SAN branch, zero at init: the branch is unit-variance by
+        # construction (for short windows mostly the highest-frequency residual), so added at
+        # full strength it drowns the cross-sectional signal; the model learns how much to use.
+        self.norm_scale = nn.Parameter(torch.zeros(hidden_size)) if adaptive_norm else None
         self.tft = TemporalEncoder(hidden_size, lstm_layers, attention_heads, dropout)
         self.gat = (GraphAttentionEncoder(hidden_size, gat_heads, gat_dropout, edge_dropout)
                     if gat_heads is not None else None)
@@ -118,6 +122,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         for part in (self.vsn, self.fan, self.san, self.tft, self.gat, self.fusion, self.heads):
             if part is not None:
                 part.reset_parameters()
+        if self.norm_scale is not None:
+            nn.init.zeros_(self.norm_scale)
 
     def parts(self) -> dict[str, nn.Module | None]:
         """Named parts for per-part gradient norms; switched-off parts are None."""
@@ -138,8 +144,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                                 "Fix: the DayBatch contract replaces missing values by 0 (flagged in "
                                 "`observed`) before the model; check the normalizer / loader.")
         h, selection = self.vsn(batch.features)  # [N, T, H], [N, T, F]
-        if self.fan is not None and self.san is not None:
-            h = h + self.san(self.fan(h))  # [N, T, H]
+        if self.fan is not None and self.san is not None and self.norm_scale is not None:
+            h = h + self.norm_scale * self.san(self.fan(h))  # [N, T, H]
         z, temporal_attn = self.tft(h, return_attention)  # [N, H]
         graph_attn: list[tuple[Tensor, Tensor]] = []
         if self.gat is not None and self.fusion is not None:
