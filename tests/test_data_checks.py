@@ -190,3 +190,29 @@ def test_cli_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["check-data", str(tmp_path / "bad.parquet"), "data.horizons=[1,5]"]) == 1
     assert "FAIL leakage[feat_ret_5d]" in capsys.readouterr().out
     assert main(["check-data", str(tmp_path / "missing.parquet")]) == 2
+
+
+def test_leakage_medians_match_the_polars_group_by_corr() -> None:
+    """The moment-matmul leakage figures equal per-date ``pl.corr`` medians of the float32 values
+    (NaN, null, constant date, a date with 2 rows, an int feature, shuffled rows)."""
+    from atft.health.data import MIN_CORR_PAIRS, leakage_medians
+
+    rng = np.random.default_rng(0)
+    df = clean_panel().with_columns(
+        f_near=pl.col("feat_ret_5d") * 3 + 100 + pl.Series(rng.normal(0, 0.001, N_STOCKS * N_DATES)),
+        f_cdate=pl.when(_date(5)).then(7.0).otherwise(pl.col("f0")),
+        f1=pl.when(pl.Series(rng.random(N_STOCKS * N_DATES) < 0.2)).then(float("nan")).otherwise(pl.col("f1")),
+    ).filter(~(_date(9) & (pl.col("Code") > "S01"))).sample(fraction=1.0, shuffle=True, seed=1)
+    feats, targets = ["f0", "f1", "f2", "f_cnt", "f_near", "f_cdate"], ["feat_ret_1d", "feat_ret_5d"]
+
+    def corr(f: str, t: str) -> pl.Expr:
+        x = pl.col(f).cast(pl.Float32).cast(pl.Float64).fill_nan(None)
+        y = pl.col(t).cast(pl.Float32).cast(pl.Float64).fill_nan(None)
+        n = (x.is_not_null() & y.is_not_null()).sum()
+        return pl.when(n >= MIN_CORR_PAIRS).then(pl.corr(x, y).fill_nan(None)).alias(f"{f}|{t}")
+
+    ref = (df.lazy().group_by("Date").agg([corr(f, t) for f in feats for t in targets])
+           .select([pl.col(f"{f}|{t}").abs().median() for f in feats for t in targets]).collect().row(0))
+    got = leakage_medians(df.lazy(), "Date", feats, targets)  # [F, t]
+    np.testing.assert_allclose(got.ravel(), np.array(ref, dtype=float), rtol=0, atol=1e-12)
+    assert got[feats.index("f_near"), 1] > 0.99

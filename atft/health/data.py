@@ -29,9 +29,11 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import numpy as np
 import polars as pl
 
 from atft.config import Config, load
@@ -40,6 +42,9 @@ from atft.errors import DataError
 from atft.health.result import CheckResult, format_table
 from atft.horizons import Horizons, looks_like_target
 from atft.io import write_json
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 CheckFn = Callable[[pl.LazyFrame, Config], list[CheckResult]]
 CONST_ATOL = 1e-12  # absolute spread below which values count as equal
@@ -130,6 +135,50 @@ def _ratio_results(kind: str, ratios: dict[str, float], limit: float, cause: str
                                 "column upstream or drop it (atft filter-data).") for c, r in ratios.items()]
 
 
+_MEMO: ContextVar[dict[str, Any] | None] = ContextVar("atft_check_data_memo", default=None)
+T = TypeVar("T")
+
+
+def _shared(key: str, compute: Callable[[], T]) -> T:
+    """``compute()`` once per ``run_checks`` call (the checks of one run share their aggregates);
+    outside ``run_checks`` every call computes afresh."""
+    memo = _MEMO.get()
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]  # type: ignore[no-any-return]
+
+
+def _zero_spread(hi: pl.Expr, lo: pl.Expr) -> pl.Expr:
+    """``hi - lo`` within float32 resolution of the values (see CONST_ATOL / CONST_RTOL)."""
+    return (hi - lo) <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs())
+
+
+def date_stats(lf: pl.LazyFrame, cfg: Config) -> pl.DataFrame:
+    """Per date, in ONE group_by (one pass over the data), everything the row-wise checks need.
+
+    Columns: ``Date``, ``len`` (rows), ``stocks`` (distinct codes) and per feature f ``m:f``
+    (null/NaN count), ``k:f`` (non-missing count), ``lo:f`` / ``hi:f`` (min / max over the
+    non-missing values), per float column c ``i:c`` (+-inf count). Shared by the checks of one
+    ``run_checks`` call.
+    """
+    def compute() -> pl.DataFrame:
+        schema, d = lf.collect_schema(), cfg.data
+        # the selection's columns that exist (checks that need a valid selection raise on their own)
+        feats = [f for f in _selection_problems(schema, cfg)[0] if f in schema and schema[f].is_numeric()]
+        floats = [n for n, t in schema.items() if t.is_float()]
+        agg = [pl.len().alias("len"), pl.col(d.code_col).n_unique().alias("stocks")]
+        for f in feats:
+            x = pl.col(f).fill_nan(None)
+            agg += [missing(f, schema[f]).sum().alias(f"m:{f}"), x.count().alias(f"k:{f}"),
+                    x.min().alias(f"lo:{f}"), x.max().alias(f"hi:{f}")]
+        agg += [pl.col(c).is_infinite().sum().alias(f"i:{c}") for c in floats]
+        return lf.group_by(d.date_col).agg(agg).collect(engine=ENGINE)
+
+    return _shared("date_stats", compute)
+
+
 # ----------------------------------------------------------------------------- the checks
 
 
@@ -156,6 +205,10 @@ def check_target_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 
 def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
     """Per date: missing count ``m:t`` and eligible count ``n:t`` per target, tail excluded."""
+    return _shared("target_date_stats", lambda: _compute_target_date_stats(lf, cfg))
+
+
+def _compute_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
     schema = lf.collect_schema()
     d, hz = cfg.data, Horizons.from_config(cfg)
     pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets, strict=True) if t in schema]
@@ -196,21 +249,19 @@ def check_target_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResu
 
 
 def check_feature_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """Per feature: null/NaN share over all rows <= health.max_nan_ratio (one select)."""
-    schema = lf.collect_schema()
-    feats = feature_columns(schema, cfg)
-    row = lf.select([missing(f, schema[f]).mean().alias(f) for f in feats]).collect(engine=ENGINE).row(0, named=True)
-    return _ratio_results("feature_nan_ratio", {f: float(row[f]) for f in feats},
-                          cfg.health.max_nan_ratio, "over all rows")
+    """Per feature: null/NaN share over all rows <= health.max_nan_ratio (from ``date_stats``)."""
+    feats, s = feature_columns(lf.collect_schema(), cfg), date_stats(lf, cfg)
+    rows = int(s["len"].sum())
+    ratios = {f: (int(s[f"m:{f}"].sum()) / rows if rows else math.nan) for f in feats}
+    return _ratio_results("feature_nan_ratio", ratios, cfg.health.max_nan_ratio, "over all rows")
 
 
 def check_feature_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """Worst (feature, date) null/NaN share <= health.max_date_nan_ratio (one group_by)."""
-    schema, date = lf.collect_schema(), cfg.data.date_col
-    feats = feature_columns(schema, cfg)
-    per_date = (lf.group_by(date).agg([missing(f, schema[f]).mean().alias(f) for f in feats])
+    """Worst (feature, date) null/NaN share <= health.max_date_nan_ratio (from ``date_stats``)."""
+    feats, date = feature_columns(lf.collect_schema(), cfg), cfg.data.date_col
+    per_date = (date_stats(lf, cfg).select(date, *[(pl.col(f"m:{f}") / pl.col("len")).alias(f) for f in feats])
                 .unpivot(index=date, variable_name="feature", value_name="r")
-                .sort("r", descending=True).collect(engine=ENGINE))
+                .sort("r", date, "feature", descending=[True, False, False]))
     limit = cfg.health.max_date_nan_ratio
     bad = per_date.filter(pl.col("r") > limit)
     ex = [f"{f}@{d}: {_fmt(r)}" for d, f, r in bad.head(N_EXAMPLES).rows()]
@@ -222,12 +273,10 @@ def check_feature_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckRes
 
 
 def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """No +-inf in any float column (one select of per-column counts)."""
-    schema = lf.collect_schema()
-    floats = [n for n, t in schema.items() if t.is_float()]
-    counts = (lf.select([pl.col(c).is_infinite().sum().alias(c) for c in floats]).collect(engine=ENGINE).row(0, named=True)
-              if floats else {})
-    bad = {c: int(n) for c, n in counts.items() if n}
+    """No +-inf in any float column (per-column counts from ``date_stats``)."""
+    s = date_stats(lf, cfg)
+    counts = {c.removeprefix("i:"): int(s[c].sum()) for c in s.columns if c.startswith("i:")}
+    bad = {c: n for c, n in counts.items() if n}
     return [CheckResult.compare("infinite_values", sum(bad.values()), 0, "<=",
                                 f"+-inf in columns {sorted(bad)} (a division by zero upstream, e.g. a "
                                 "return on a zero price). Fix: replace them with null at the source.",
@@ -235,9 +284,10 @@ def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 
 
 def check_duplicates(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """No duplicate (Code, Date): figure = rows minus distinct keys."""
+    """No duplicate (Code, Date): figure = rows minus distinct keys (per date: rows - distinct codes)."""
     code, date = cfg.data.code_col, cfg.data.date_col
-    extra = int(lf.select(pl.len() - pl.struct(code, date).n_unique()).collect(engine=ENGINE).item())
+    s = date_stats(lf, cfg)
+    extra = int(s["len"].sum() - s["stocks"].sum())
     ex: list[object] = []
     if extra:
         ex = (lf.group_by(code, date).len().filter(pl.col("len") > 1).sort(code, date)
@@ -248,9 +298,9 @@ def check_duplicates(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 
 
 def check_min_stocks(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """Every date has at least data.min_stocks stocks."""
-    code, date, k = cfg.data.code_col, cfg.data.date_col, cfg.data.min_stocks
-    per = lf.group_by(date).agg(pl.col(code).n_unique().alias("n")).sort("n", date).collect(engine=ENGINE)
+    """Every date has at least data.min_stocks stocks (distinct codes, from ``date_stats``)."""
+    date, k = cfg.data.date_col, cfg.data.min_stocks
+    per = date_stats(lf, cfg).select(date, pl.col("stocks").alias("n")).sort("n", date)
     bad = per.filter(pl.col("n") < k)
     return [CheckResult.compare("min_stocks_per_date", float(per["n"].min()) if per.height else math.nan,
                                 k, ">=", f"{bad.height} date(s) have fewer than data.min_stocks={k} stocks. "
@@ -258,16 +308,11 @@ def check_min_stocks(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
                                 [f"{d}: {n}" for d, n in bad.head(N_EXAMPLES).rows()])]
 
 
-def _spread_is_zero(c: str) -> pl.Expr:
-    x = pl.col(c).fill_nan(None)
-    hi, lo = x.max(), x.min()
-    return (hi - lo) <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs())
-
-
 def check_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """No model-input column is constant over the whole frame (or entirely missing)."""
     feats = feature_columns(lf.collect_schema(), cfg)
-    row = lf.select([_spread_is_zero(f).fill_null(True).alias(f) for f in feats]).collect(engine=ENGINE).row(0, named=True)
+    row = (date_stats(lf, cfg).select([_zero_spread(pl.col(f"hi:{f}").max(), pl.col(f"lo:{f}").min())
+                                       .fill_null(True).alias(f) for f in feats]).row(0, named=True))
     const = [f for f in feats if row[f]]
     return [CheckResult.compare("constant_feature", len(const), 0, "<=",
                                 f"features {const[:N_EXAMPLES]} are constant on every row: the model "
@@ -277,13 +322,11 @@ def check_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
 
 def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """Share of dates on which a feature is cross-sectionally constant <= max_constant_date_share."""
-    feats, date = feature_columns(lf.collect_schema(), cfg), cfg.data.date_col
-    agg = [e for f in feats for e in (
-        (_spread_is_zero(f) & (pl.col(f).fill_nan(None).count() >= 2)).alias(f"c:{f}"),
-        (pl.col(f).fill_nan(None).count() >= 2).alias(f"e:{f}"))]
-    row = (lf.group_by(date).agg(agg)
-           .select([(pl.col(f"c:{f}").sum() / pl.col(f"e:{f}").sum()).alias(f) for f in feats])
-           .collect(engine=ENGINE).row(0, named=True))
+    feats = feature_columns(lf.collect_schema(), cfg)
+    two = {f: pl.col(f"k:{f}") >= 2 for f in feats}  # dates with a cross-section to compare
+    row = (date_stats(lf, cfg)
+           .select([((_zero_spread(pl.col(f"hi:{f}"), pl.col(f"lo:{f}")) & two[f]).sum() / two[f].sum()).alias(f)
+                    for f in feats]).row(0, named=True))
     # a feature that never has 2 values on one date shows no cross-section at all: share 1
     share = {f: (float(row[f]) if row[f] is not None and row[f] == row[f] else 1.0) for f in feats}
     limit = cfg.health.max_constant_date_share
@@ -297,24 +340,132 @@ def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResul
                                 [f"{f}: {_fmt(share[f])}" for f in bad[:N_EXAMPLES]])]
 
 
+LEAK_BLOCK_BYTES = 256 * 2**20  # memory of one dense [dates, slots, columns] float32 block (leakage)
+LEAK_DATE_BLOCK = 32  # dates per batched moment product (leakage)
+
+
+def _date_slots(lf: pl.LazyFrame, date: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Each row's date group and its slot inside that group (rows of a date get slots 0..n-1).
+
+    Null dates form one more group (``group_by`` keeps them as a group too).
+
+    Shapes:
+        -> (group ``[R]`` int64, slot ``[R]`` int64, number of groups G, max rows per group S).
+    """
+    rank = (pl.col(date).rank("dense") - 1).cast(pl.Int64)
+    g = lf.select(rank.fill_null(rank.max() + 1).fill_null(0)).collect(engine=ENGINE).to_series().to_numpy()
+    counts = np.bincount(g) if g.size else np.zeros(0, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    order = np.argsort(g, kind="stable")
+    slot = np.empty_like(g)
+    slot[order] = np.arange(g.size) - starts[g[order]]
+    return g, slot, int(counts.size), int(counts.max(initial=0))
+
+
+def _by_date(lf: pl.LazyFrame, cols: list[str], group: np.ndarray, slot: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``cols`` as float32 (NaN = null/NaN) scattered into a ``[G, S, len(cols)]`` grid, NaN padded."""
+    block = lf.select([pl.col(c).cast(pl.Float32).fill_nan(None) for c in cols]).collect(engine=ENGINE).to_numpy()
+    out = np.full((*shape, len(cols)), np.nan, dtype=np.float32)
+    out[group, slot] = block
+    return out
+
+
+def _shifted(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Observed mask and float64 values minus the date's column minimum, 0 where missing.
+
+    The shift keeps the moment sums small (no cancellation) and makes a constant column exactly 0.
+
+    Shapes:
+        v: ``[B, S, c]`` float32 (NaN missing) -> (mask, shifted) ``[B, S, c]`` float64.
+    """
+    import torch
+
+    m = ~torch.isnan(v)
+    low = torch.nan_to_num(v, nan=torch.inf).amin(1, keepdim=True).double()  # [B, 1, c]
+    return m.double(), torch.nan_to_num(v.double() - torch.nan_to_num(low, posinf=0.0), nan=0.0)
+
+
+def pairwise_date_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per date, pairwise-complete Pearson correlation of every x column with every y column.
+
+    By moment products, for all pairs at once: with masks ``Mx, My`` and min-shifted values
+    ``X, Y`` (0 where missing, float64), ``[Sx | Sxy] = X^T [My | Y]``, ``Sxx = (X^2)^T My``
+    and ``[n | Sy | Syy] = Mx^T [My | Y | Y^2]``: three batched matmuls (torch ``bmm``) per
+    block of ``LEAK_DATE_BLOCK`` dates. NaN where fewer than ``MIN_CORR_PAIRS`` pairs or a zero
+    variance (what ``pl.corr`` gives, to float64 rounding of the float32 values).
+
+    Shapes:
+        x: ``[G, S, c]``, y: ``[G, S, t]`` float32 (NaN missing) -> ``[G, c, t]`` float64.
+    """
+    import torch
+
+    t = y.shape[2]
+    out = np.empty((x.shape[0], x.shape[2], t))
+    for b0 in range(0, x.shape[0], LEAK_DATE_BLOCK):  # blocks of dates: float64 temporaries stay small
+        b = slice(b0, b0 + LEAK_DATE_BLOCK)
+        mx, xs = _shifted(torch.from_numpy(x[b]))
+        my, ys = _shifted(torch.from_numpy(y[b]))
+        xt = xs.transpose(1, 2)  # [B, c, S]
+        p1 = torch.bmm(xt, torch.cat([my, ys], 2))  # [B, c, 2t]: Sx | Sxy
+        sxx = torch.bmm(xt * xt, my)  # [B, c, t]
+        p3 = torch.bmm(mx.transpose(1, 2), torch.cat([my, ys, ys * ys], 2))  # [B, c, 3t]: n | Sy | Syy
+        sx, sxy, n, sy, syy = p1[..., :t], p1[..., t:], p3[..., :t], p3[..., t:2 * t], p3[..., 2 * t:]
+        inv_n = 1.0 / n.clamp_min(1.0)
+        vx = sxx - sx * sx * inv_n
+        vy = syy - sy * sy * inv_n
+        ok = (n >= MIN_CORR_PAIRS) & (vx > 1e-12 * sxx) & (vy > 1e-12 * syy)
+        rho = ((sxy - sx * sy * inv_n) / (vx * vy).clamp_min(1e-300).sqrt()).clamp(-1.0, 1.0)
+        out[b] = torch.where(ok, rho, torch.nan).numpy()
+    return out
+
+
+def nan_median(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Median along ``axis`` ignoring NaN (mean of the two middle values; NaN when none), no warning."""
+    s = np.sort(a, axis=axis)  # NaN sorts last
+    k = np.expand_dims((~np.isnan(a)).sum(axis), axis)
+    lo = np.take_along_axis(s, np.maximum(k - 1, 0) // 2, axis)
+    hi = np.take_along_axis(s, k // 2 - (k == 0), axis)  # k == 0: any index, masked below
+    return np.squeeze(np.where(k > 0, (lo + hi) / 2, np.nan), axis)
+
+
+def leakage_medians(lf: pl.LazyFrame, date: str, feats: list[str], targets: list[str]) -> np.ndarray:
+    """Median over dates of |per-date Pearson(feature, target)|, dates without a value skipped.
+
+    Values are read as float32 (exact for float32 data; integers above 2^24 round). Feature
+    columns are read a few at a time (at most ``LEAK_BLOCK_BYTES`` dense per pass), so the peak
+    memory is the dense targets plus one feature block, never the frame.
+
+    Shapes:
+        -> ``[len(feats), len(targets)]`` float64, NaN where no date has a correlation.
+    """
+    import torch
+
+    group, slot, n_groups, n_slots = _date_slots(lf, date)
+    y = _by_date(lf, targets, group, slot, (n_groups, n_slots))  # [G, S, t]
+    step = max(1, LEAK_BLOCK_BYTES // max(1, 4 * n_groups * n_slots))
+    med = np.full((len(feats), len(targets)), np.nan)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small bmms between polars passes: OpenMP spinning beside polars' pool cost 5x
+    try:
+        for j0 in range(0, len(feats), step):  # blocks of feature columns: one pass over the file each
+            x = _by_date(lf, feats[j0:j0 + step], group, slot, (n_groups, n_slots))  # [G, S, c]
+            med[j0:j0 + step] = nan_median(np.abs(pairwise_date_corr(x, y)), axis=0)
+            del x
+    finally:
+        torch.set_num_threads(threads)
+    return med
+
+
 def check_leakage(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """Per target: max over features of median-over-dates |Pearson(feature, target)| <= leak_corr."""
     schema, date = lf.collect_schema(), cfg.data.date_col
     feats, targets = feature_columns(schema, cfg), target_columns(schema, cfg)
     if not targets:
         return []
-
-    def corr(f: str, t: str) -> pl.Expr:
-        x, y = pl.col(f).cast(pl.Float64).fill_nan(None), pl.col(t).cast(pl.Float64).fill_nan(None)
-        n = (x.is_not_null() & y.is_not_null()).sum()
-        return pl.when(n >= MIN_CORR_PAIRS).then(pl.corr(x, y).fill_nan(None)).alias(f"{f}|{t}")
-
-    keys = [f"{f}|{t}" for t in targets for f in feats]
-    row = (lf.group_by(date).agg([corr(f, t) for t in targets for f in feats])
-           .select([pl.col(k).abs().median() for k in keys]).collect(engine=ENGINE).row(0, named=True))
+    meds = leakage_medians(lf, date, feats, targets)  # [F, t]
     out, limit = [], cfg.health.leak_corr
-    for t in targets:
-        med = {f: float(v) for f in feats if (v := row[f"{f}|{t}"]) is not None}
+    for j, t in enumerate(targets):
+        med = {f: float(v) for f, v in zip(feats, meds[:, j].tolist(), strict=True) if v == v}
         bad = sorted((f for f in med if med[f] > limit), key=lambda f: -med[f])
         worst = max(med.values(), default=math.nan)
         out.append(CheckResult.compare(
@@ -380,10 +531,14 @@ def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config
     lf = as_lazy(lf_or_path, cfg)
     results: list[CheckResult] = []
     selection_ok = check_feature_columns(lf, cfg)[0].passed
-    for name, fn in CHECKS.items():
-        if name in FEATURE_CHECKS and not selection_ok:
-            continue
-        results.extend(fn(lf, cfg))
+    token = _MEMO.set({})  # aggregates shared by the checks of this call only
+    try:
+        for name, fn in CHECKS.items():
+            if name in FEATURE_CHECKS and not selection_ok:
+                continue
+            results.extend(fn(lf, cfg))
+    finally:
+        _MEMO.reset(token)
     return results
 
 
