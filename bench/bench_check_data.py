@@ -18,7 +18,8 @@ puts the file in the page cache, interleaved over ``--rounds`` rounds (best time
 * pandas: ``pd.read_parquet(p).isna().mean()`` (the obvious alternative; checks only NaN shares);
 * check-data: ``atft check-data p`` (every registered check, ``atft.health.data.run_checks``).
 
-``--per-check`` also times each registered check alone, in one more subprocess.
+``--per-check`` also times each registered check in registry order, in one more subprocess,
+sharing aggregates as ``run_checks`` does (the first check that needs ``date_stats`` pays for it).
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ print(len(out))
 PER_CHECK = """
 import json, sys, time
 from atft.config import Config
-from atft.health.data import CHECKS, as_lazy
+from atft.health.data import _MEMO, CHECKS, as_lazy
 cfg = Config()
 lf = as_lazy(sys.argv[1], cfg)
 times = {}
+_MEMO.set({})  # shared aggregates, as in run_checks: the first check needing one pays for it
 for name, fn in CHECKS.items():
     t0 = time.perf_counter()
     fn(lf, cfg)
