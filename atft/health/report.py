@@ -74,8 +74,9 @@ def plot_predictions(samples: dict[str, list[float]], source: str, path: Path) -
         ax.hist(v, bins=30, color="tab:blue", alpha=0.8)
         sd = (sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5 if v else float("nan")
         ax.set_title(f"{k}  std={sd:.3g}", fontsize=9)
-        ax.set_xlabel("point forecast")
-    fig.suptitle(f"Distribution of predictions ({source})", fontsize=10)
+        ax.set_xlabel("point forecast (return units)")
+        ax.locator_params(axis="x", nbins=4)
+    fig.suptitle(f"Distribution of predictions ({source})", fontsize=10, y=1.04)
     _save(fig, path)
 
 
