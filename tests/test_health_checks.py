@@ -233,7 +233,7 @@ def test_low_gpu_utilization_fails():
 
 # ------------------------------------------------------------------ quality gates (planted runs)
 def _run(train, val, ic, sharpe, horizons, yhat_std=0.01):
-    hist = [{"epoch": i, "train/total_loss": a, "val/total_loss": b} for i, (a, b) in enumerate(zip(train, val))]
+    hist = [{"epoch": i, "train/total_loss": a, "val/total_loss": b} for i, (a, b) in enumerate(zip(train, val, strict=True))]
     block = {"ic": ic, "sharpe": sharpe, "yhat_std": yhat_std, "n_dates": 100, "ic_ci95": [ic - 0.01, ic + 0.01]}
     return hist, {"test": {k: dict(block) for k in horizons.keys}}
 

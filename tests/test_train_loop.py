@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,7 @@ def make_config(root: Path, cache: Path, *overrides: str, env: dict[str, str] | 
     return load("smoke", base + list(overrides), env=env if env is not None else {})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

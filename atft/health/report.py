@@ -69,7 +69,7 @@ def plot_predictions(samples: dict[str, list[float]], source: str, path: Path) -
     plt = _plt()
     keys = list(samples)
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-    for ax, k in zip(axes[0], keys):
+    for ax, k in zip(axes[0], keys, strict=True):
         v = [x for x in samples[k] if x == x]
         ax.hist(v, bins=30, color="tab:blue", alpha=0.8)
         sd = (sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5 if v else float("nan")

@@ -30,7 +30,7 @@ def slope(values: Sequence[float]) -> float:
 def max_rising_run(values: Sequence[float]) -> int:
     """Longest run of consecutive epoch-to-epoch increases."""
     best = cur = 0
-    for a, b in zip(values[:-1], values[1:]):
+    for a, b in zip(values[:-1], values[1:], strict=True):
         cur = cur + 1 if b > a else 0
         best = max(best, cur)
     return best
