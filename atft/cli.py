@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     s = sub.add_parser("diagnose-head", help="per-horizon spread of the prediction heads; exit 1 if collapsed")
-    s.add_argument("--config", default=None, help="YAML config")
+    s.add_argument("--config", default=None, help="YAML config (default: configs/default.yaml)")
     s.add_argument("--checkpoint", default=None, help="checkpoint to load (default: fresh model)")
     s.add_argument("--data", default=None, help="dataset for a real day batch (default: random input)")
     s.add_argument("--threshold", type=float, default=None, help="min std (default health.min_head_std)")

@@ -127,7 +127,7 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
 
 def cli_filter_data(args: argparse.Namespace) -> int:
     """``atft filter-data --input P --output Q --max-nan-ratio R [--config C]``."""
-    cfg = load(args.config) if args.config else load()
+    cfg = load(args.config or "default")
     report = filter_dataset(args.input, args.output, args.max_nan_ratio, cfg)
     print(f"filter-data {args.input} -> {args.output} (max NaN ratio {args.max_nan_ratio})")
     for line in report.lines():

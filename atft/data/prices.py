@@ -346,7 +346,7 @@ def build_dataset(prices: str | os.PathLike[str], out: str | os.PathLike[str], *
 
 def cli_build_dataset(args: argparse.Namespace) -> int:
     """``atft build-dataset --prices FILE --out PATH [--start] [--end] [--config]``."""
-    cfg = load(args.config) if args.config else load()
+    cfg = load(args.config or "default")
     s = build_dataset(args.prices, args.out, start=args.start, end=args.end, cfg=cfg)
     print(f"wrote {args.out}: {s.rows} rows, {s.stocks} stocks, {s.dates} dates "
           f"({s.first_date} .. {s.last_date}), {len(s.features)} features, targets {s.targets}")

@@ -383,7 +383,7 @@ def cli_synth(args: argparse.Namespace) -> int:
     """``atft synth --out PATH [--stocks N] [--days D] [--features F] [--seed S] [--config C]``."""
     from atft.config import load
 
-    cfg = load(args.config)
+    cfg = load(args.config or "default")
     params = SynthParams.from_config(cfg.data.synthetic, stocks=args.stocks, days=args.days,
                                      features=args.features, seed=args.seed)
     if params.informative + params.peer_features > params.features:  # --features below the default split

@@ -547,7 +547,7 @@ def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config
 
 def cli_check_data(args: argparse.Namespace) -> int:
     """``atft check-data PATH [--config C] [--json OUT] [key=value ...]``: exit 1 if any check fails."""
-    cfg = load(args.config, list(args.overrides or []))
+    cfg = load(args.config or "default", list(args.overrides or []))
     t0 = time.perf_counter()
     results = run_checks(args.path, cfg)
     seconds = time.perf_counter() - t0

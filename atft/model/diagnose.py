@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -69,12 +70,14 @@ def _moments(x: torch.Tensor) -> dict[str, float]:
     return {"mean": float(x.mean()), "std": float(x.std(correction=0))}
 
 
-def head_stats(model: nn.Module, batch: DayBatch) -> dict[str, Any]:
+def head_stats(model: nn.Module, batch: DayBatch, scale: Sequence[float] | None = None) -> dict[str, Any]:
     """Per-horizon spread of the forecasts on one batch, in eval mode (mode restored after).
 
     Args:
         model: an ``ATFT_GAT_FAN`` (anything with its output contract and ``quantiles``).
         batch: the day batch to forecast.
+        scale: per-horizon factor from the training scale to return units
+            (``Normalizer.target_scale``); None keeps the training scale.
 
     Returns:
         ``{"horizons": {key: {"shape": [N, Q], "point": {mean, std}, "quantiles": {"q0.2":
@@ -90,7 +93,10 @@ def head_stats(model: nn.Module, batch: DayBatch) -> dict[str, Any]:
         model.train(was)
     quantiles = list(model.quantiles)  # type: ignore[arg-type]
     horizons: dict[str, Any] = {}
-    for key, pred in out["predictions"].items():
+    factors = list(scale) if scale is not None else [1.0] * len(out["predictions"])
+    for (key, pred), factor in zip(out["predictions"].items(), factors, strict=True):
+        pred = pred * float(factor)
+        out["point"][key] = out["point"][key] * float(factor)
         horizons[key] = {
             "shape": list(pred.shape),
             "point": _moments(out["point"][key]),
@@ -134,13 +140,14 @@ def cli_diagnose_head(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from atft.model.atft_gat_fan import ATFT_GAT_FAN
 
-    cfg = load(args.config, list(args.overrides or []))
+    cfg = load(args.config or "default", list(args.overrides or []))
     torch.manual_seed(cfg.train.seed)
-    batch = None
+    batch, scale, units = None, None, "training scale (random input has no return units)"
     if args.data:
         from atft.data.pipeline import prepare
 
-        batch = prepare(cfg, args.data).day_batch("val")
+        prepared = prepare(cfg, args.data)
+        batch, scale, units = prepared.day_batch("val"), prepared.normalizer.target_scale, "returns"
     if args.checkpoint:
         from atft.model.checkpoint import load_model
 
@@ -158,7 +165,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     else:
         what = f"val day {batch.dates[0]}: N={batch.num_stocks}, T={batch.features.shape[1]}, F={batch.features.shape[2]}"
     threshold = cfg.health.min_head_std if args.threshold is None else float(args.threshold)
-    stats = head_stats(model, batch)
-    print(f"diagnose-head: {source}; {what}; edges={batch.edge_index.shape[1]}")
+    stats = head_stats(model, batch, scale)
+    print(f"diagnose-head: {source}; {what}; edges={batch.edge_index.shape[1]}; units: {units}")
     print(format_stats(stats, threshold))
     return 1 if collapsed(stats, threshold) else 0
