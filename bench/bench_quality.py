@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing as mp
 import os
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,14 @@ def daily(frame: pl.DataFrame, h: Horizons, key: str, min_stocks: int):
     return per_date_ic(p, y, d, min_stocks=min_stocks)
 
 
+def _fit_one(cfg, use_gat: bool, data_path: str, name: str) -> tuple[str, int, int, float]:
+    torch.set_num_threads(1)
+    c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_gat=use_gat))
+    t0 = time.perf_counter()
+    res = fit(c, prepare(c, data_path), run_id=name.replace(" ", "_"))
+    return str(res.run_dir), len(res.history), res.best_epoch, time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=None, help="train.max_epochs (default: the config's)")
@@ -88,14 +98,15 @@ def main() -> int:
           f"{torch.__version__}, {torch.get_num_threads()} threads; data {data_path}")
 
     frames, secs = {}, {}
-    for name, use_gat in (("ATFT-GAT-FAN", True), ("GAT bypassed", False)):
-        c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_gat=use_gat))
-        t0 = time.perf_counter()
-        res = fit(c, prepare(c, str(data_path)), run_id=name.replace(" ", "_"))
-        secs[name] = time.perf_counter() - t0
-        frames[name] = pl.read_parquet(res.run_dir / "predictions_test.parquet")
-        print(f"{name}: {len(res.history)} epochs in {secs[name]:.0f} s (best epoch {res.best_epoch})",
-              flush=True)
+    runs = {"ATFT-GAT-FAN": True, "GAT bypassed": False}
+    # the two fits run side by side, one process (and one torch thread) each
+    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+        futures = {name: pool.submit(_fit_one, cfg, use_gat, str(data_path), name)
+                   for name, use_gat in runs.items()}
+        for name, fut in futures.items():
+            run_dir, n_epochs, best_epoch, secs[name] = fut.result()
+            frames[name] = pl.read_parquet(Path(run_dir) / "predictions_test.parquet")
+            print(f"{name}: {n_epochs} epochs in {secs[name]:.0f} s (best epoch {best_epoch})", flush=True)
     t0 = time.perf_counter()
     frames["ridge (last day)"] = ridge_predictions(prepare(cfg, str(data_path)), "test")
     secs["ridge (last day)"] = time.perf_counter() - t0
