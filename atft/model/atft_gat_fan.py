@@ -63,7 +63,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                  adaptive_norm: bool = True, fan_top_k: int = 3, san_slice_len: int = 5,
                  gat_heads: Sequence[int] | None = (4, 2), gat_dropout: float = 0.1,
                  edge_dropout: float = 0.1, head_init_std: float = 0.05,
-                 graph_off_reason: str = "gat_heads=None") -> None:
+                 graph_off_reason: str = "gat_heads=None", gat_node_inputs: bool = True) -> None:
         super().__init__()
         if num_features < 1:
             raise ShapeError(f"num_features must be >= 1, got {num_features}. Fix: set "
@@ -82,6 +82,11 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.gat = (GraphAttentionEncoder(hidden_size, gat_heads, gat_dropout, edge_dropout)
                     if gat_heads is not None else None)
         self.fusion = GatedFusion(hidden_size) if gat_heads is not None else None
+        # GAT node features = temporal state + a projection of the last-day inputs, so that the
+        # neighbours' own inputs reach the attention directly (the temporal state is trained to
+        # predict the stock's own return and need not carry what only its peers care about)
+        self.gat_input = (nn.Linear(num_features, hidden_size)
+                          if gat_heads is not None and gat_node_inputs else None)
         self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, head_init_std, dropout)
         if self.gat is None:
             log.warning("ATFT_GAT_FAN: the graph path (GAT) is bypassed (%s): predictions use the "
@@ -115,7 +120,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         return cls(f, list(cfg.data.horizons), m.hidden_size, list(m.quantiles), m.vsn_selection,
                    m.lstm_layers, m.attention_heads, m.dropout, m.adaptive_norm, m.fan_top_k,
                    m.san_slice_len, list(m.gat_heads) if graph_on else None, m.gat_dropout,
-                   m.edge_dropout, m.head_init_std, graph_off_reason=reason)
+                   m.edge_dropout, m.head_init_std, graph_off_reason=reason,
+                   gat_node_inputs=m.gat_node_inputs)
 
     def reset_parameters(self) -> None:
         """Re-initialize every block (a fresh, valid model)."""
@@ -124,6 +130,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                 part.reset_parameters()
         if self.norm_scale is not None:
             nn.init.zeros_(self.norm_scale)
+        if self.gat_input is not None:
+            self.gat_input.reset_parameters()
 
     def parts(self) -> dict[str, nn.Module | None]:
         """Named parts for per-part gradient norms; switched-off parts are None."""
@@ -149,7 +157,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         z, temporal_attn = self.tft(h, return_attention)  # [N, H]
         graph_attn: list[tuple[Tensor, Tensor]] = []
         if self.gat is not None and self.fusion is not None:
-            zg, graph_attn = self.gat(z, batch.edge_index, batch.edge_attr, return_attention)
+            node = z if self.gat_input is None else z + self.gat_input(batch.features[:, -1])  # [N, H]
+            zg, graph_attn = self.gat(node, batch.edge_index, batch.edge_attr, return_attention)
             z, gate = self.fusion(z, zg)  # [N, H], [N]
         else:
             gate = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)  # temporal path only
