@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -30,23 +31,10 @@ from atft.model.diagnose import random_day_batch
 from atft.model.vsn import VariableSelectionNetwork, loop_reference
 from atft.train.loss import MultiHorizonLoss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_of  # noqa: E402
 
-def timed(fns: list[Callable[[], object]], repeats: int, warmup: bool = True) -> list[float]:
-    """Best (minimum) seconds of each function over ``repeats`` rounds, interleaved.
-
-    The functions run alternately in every round, so load from other processes on a shared
-    machine hits them alike; the minimum is the least-disturbed run.
-    """
-    if warmup:
-        for fn in fns:
-            fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
+timed = best_of  # best (minimum) seconds of each function over interleaved rounds
 
 
 def bench_model(config: str, num_features: int, num_stocks: int, repeats: int) -> dict[str, object]:
