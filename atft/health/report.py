@@ -25,6 +25,12 @@ def _plt() -> Any:
     return plt
 
 
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _save(fig: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -39,6 +45,7 @@ def plot_losses(histories: list[dict[str, Any]], path: Path) -> None:
         ax.plot(ep, [r["train/total_loss"] for r in h["epochs"]], "o-", label=f"train ({h['run']})")
         ax.plot(ep, [r["val/total_loss"] for r in h["epochs"]], "s--", label=f"val ({h['run']})")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("total loss")
     ax.set_title("Loss curves")
     ax.grid(alpha=0.3)
@@ -58,6 +65,7 @@ def plot_ic(histories: list[dict[str, Any]], path: Path) -> None:
                     label=f"{k.removeprefix('val/ic_')} ({h['run']})")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("validation IC (mean per-date Pearson)")
     ax.set_title("IC per epoch")
     ax.grid(alpha=0.3)
