@@ -6,7 +6,7 @@ Returns window: lookback L=60 dates x N stocks from a sector factor model (12 se
 factor, 2 % of cells NaN), so the graph has the edges a real panel gives. ``GraphBuilder``
 (``min_obs`` 40, ``top_k`` 20, threshold 0.3: the default ``GraphConfig``) is timed at N = 500,
 2,000, 4,000 (``--quick``: 500, 1,000, 2,000) with torch at 1 thread and at the default thread
-count, best of ``--repeats`` interleaved runs. The scaling exponent is the log-log slope of
+count, best of ``--repeats`` interleaved runs (default 5; quick 2). The scaling exponent is the log-log slope of
 time on N.
 
 Baseline: the straightforward implementation, a Python loop over the N(N-1)/2 pairs with
@@ -82,10 +82,11 @@ def loop_graph(returns: np.ndarray, min_obs: int, top_k: int, threshold: float) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 500, 1,000, 2,000; loop at N=60")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 5; quick 2)")
     args = p.parse_args()
     be_nice(10)
     sizes = [500, 1000, 2000] if args.quick else [500, 2000, 4000]
+    args.repeats = args.repeats or (2 if args.quick else 5)
     n_loop = 60 if args.quick else 100
     default_threads = torch.get_num_threads()
     print(machine_line())
@@ -108,7 +109,7 @@ def main() -> None:
         r, sec, mkt = window(n)
         fns = []
         for th in times:
-            def run(th: int = th) -> None:
+            def run(th: int = th, r: np.ndarray = r, sec: np.ndarray = sec, mkt: np.ndarray = mkt) -> None:
                 torch.set_num_threads(th)
                 gb.build(r, sec, mkt)
             fns.append(run)

@@ -8,8 +8,9 @@ Two scales, each on a real panel through ``atft.data.pipeline.prepare`` (the sam
 * smoke: ``configs/smoke.yaml`` on its embedded synthetic panel (60 stocks, F=12, hidden 16,
   T=10, batch 256 stocks: several whole days per step);
 * production: ``configs/production.yaml`` (F=82, hidden 256, T=20, batch 2,048 stocks) on a
-  generated synthetic panel of 2,000 stocks x 300 days x 82 features (``--quick``: 300 stocks,
-  160 days), one whole day (~1,700-2,000 stocks) per step, graph on.
+  generated synthetic panel of 2,000 stocks x 300 days x 82 features, one whole day
+  (~1,700-2,000 stocks) per step, graph on (``--quick``: 150 stocks x 160 days, batch_size 150 so
+  still one day per step, 1 step).
 
 For each: (1) ``loader("train")`` iterated alone for ``--steps`` batches (graph cache cleared
 first, so graph building is included, as in a first epoch); (2) the full step
@@ -107,10 +108,11 @@ def bench(name: str, cfg: Config, steps: int) -> tuple[object, ...]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="production panel 300 stocks x 160 days, 2 steps")
+    p.add_argument("--quick", action="store_true", help="production panel 150 stocks x 160 days, one day per step, 1 step")
     p.add_argument("--steps", type=int, default=None, help="smoke steps (default 20; quick 10)")
-    p.add_argument("--prod-steps", type=int, default=None, help="production steps (default 3; quick 2)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--prod-steps", type=int, default=None, help="production steps (default 3; quick 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared 2-core machine 2 threads was up to 70x slower; 0 = torch default)")
     p.add_argument("--stocks", type=int, default=None, help="production panel stocks (default 2,000)")
     p.add_argument("--days", type=int, default=None, help="production panel days (default 300)")
     args = p.parse_args()
@@ -119,12 +121,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     print(machine_line())
-    stocks = args.stocks or (300 if args.quick else 2000)
+    stocks = args.stocks or (150 if args.quick else 2000)
     days = args.days or (160 if args.quick else 300)
     rows = [bench("smoke", load("smoke", apply_env=False), args.steps or (10 if args.quick else 20))]
     path = production_panel(stocks, days)
-    cfg = load("production", [f"data.path={path}"], apply_env=False)
-    rows.append(bench(f"production ({stocks} stocks)", cfg, args.prod_steps or (2 if args.quick else 3)))
+    over = [f"data.path={path}"] + ([f"train.batch_size={stocks}"] if args.quick else [])  # quick: one day/step
+    cfg = load("production", over, apply_env=False)
+    rows.append(bench(f"production ({stocks} stocks)", cfg, args.prod_steps or (1 if args.quick else 3)))
     print()
     print(md_table(["scale", "F", "hidden", "T", "stocks/step", "params", "steps", "prepare s", "s/step",
                     "samples/s", "loader alone s/batch", "batch share (loader alone / step)",
