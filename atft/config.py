@@ -184,11 +184,16 @@ def _raise(exc: OmegaConfBaseException, source: str) -> None:
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A config path as given, or a name under the packaged configs (``default`` -> default.yaml)."""
+    """A config path as given, or a packaged config: ``default``, ``default.yaml`` or
+    ``configs/default.yaml`` (the repository's ``configs/`` is the packaged directory, so the
+    documented paths also work from another directory or an installed copy)."""
     p = Path(path)
     if p.exists():
         return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+    cands = [CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"]
+    if p.parent.name == "configs":
+        cands.append(CONFIG_DIR / p.name)
+    for cand in cands:
         if cand.exists():
             return cand
     raise ConfigError(f"config file not found: {path}. Fix: pass an existing YAML file or one of "

@@ -1,0 +1,64 @@
+"""Config loading: the documented config paths resolve, unknown keys are rejected."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from atft.config import CONFIG_DIR, load, resolve_path
+from atft.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _documented_config_paths() -> set[str]:
+    text = (ROOT / "README.md").read_text() + (ROOT / "Makefile").read_text()
+    return set(re.findall(r"configs/[a-z_]+\.yaml", text))
+
+
+def test_readme_and_makefile_name_configs_that_exist() -> None:
+    paths = _documented_config_paths()
+    assert {"configs/quick.yaml", "configs/safe.yaml", "configs/production.yaml"} <= paths
+    for rel in sorted(paths):
+        assert (ROOT / rel).is_file(), f"{rel} is named in README/Makefile but is not a file"
+        load(ROOT / rel)
+
+
+@pytest.mark.parametrize("name", ["quick", "quick.yaml", "configs/quick.yaml"])
+def test_packaged_config_resolves_from_any_directory(name: str, tmp_path: Path) -> None:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert resolve_path(name) == CONFIG_DIR / "quick.yaml"
+        assert load(name).train.max_epochs == 3
+    finally:
+        os.chdir(cwd)
+
+
+def test_missing_config_names_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found.*'default'"):
+        resolve_path(tmp_path / "nope.yaml")
+
+
+def test_unknown_key_is_rejected_naming_key_and_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*learning_rate"):
+        load(bad)
+
+
+def test_quick_and_safe_presets_are_the_default_but_for_their_documented_keys() -> None:
+    import dataclasses
+
+    default = load("default", apply_env=False)
+    allowed = {"quick": {("train", "max_epochs")},
+               "safe": {("train", "single_process"), ("train", "batch_size")}}
+    for name, keys in allowed.items():
+        preset = load(name, apply_env=False)
+        differ = {(section.name, f.name) for section in dataclasses.fields(default)
+                  for f in dataclasses.fields(getattr(default, section.name))
+                  if getattr(getattr(default, section.name), f.name) != getattr(getattr(preset, section.name), f.name)}
+        assert differ == keys, (name, differ)
