@@ -29,7 +29,7 @@ class SynthConfig:
     """Parameters of the embedded synthetic panel (``atft synth``)."""
 
     stocks: int = 300  # number of stocks in the panel
-    days: int = 750  # number of trading days
+    days: int = 1250  # number of trading days (~5 years, like a 2020-2025 J-Quants panel)
     features: int = 32  # number of feature columns (informative + noise)
     informative: int = 8  # how many of the features carry the own part of the signal
     sectors: int = 12  # number of sectors (>= 10 so a correlation graph recovers them)
@@ -68,12 +68,15 @@ class GraphConfig:
     """Per-date stock-correlation graph."""
 
     enabled: bool = True  # build the graph; env DISABLE_GRAPH_BUILDER=1 sets False
-    lookback: int = 60  # L: days of backward returns in the correlation window
+    lookback: int = 120  # L: days of backward returns in the correlation window
     min_obs: int = 40  # minimum overlapping observations for a pair's correlation
-    top_k: int = 20  # neighbours kept per stock by |rho|
-    threshold: float = 0.3  # minimum |rho| for an edge
+    top_k: int = 20  # neighbours kept per stock by the rank_by score (before the symmetric union)
+    threshold: float = 0.1  # minimum score (rho, or |rho| with rank_by=abs) for an edge
+    residual: str = "beta"  # market move removed before correlating: "none" | "demean" | "beta" (market-model residual)
+    rank_by: str = "rho"  # neighbour score: "rho" (positive co-movement) | "abs" (|rho|); threshold applies to it
     return_column: str = ""  # backward 1-day return column; "" = the 1-day target lagged by one day
     cache_size: int = 4096  # graphs kept in the LRU cache (keyed by date, codes, parameters)
+    num_threads: int = 1  # torch threads while a graph is built (0 = torch's setting); restored after
 
 
 @dataclass

@@ -179,9 +179,92 @@ def test_cache_is_bounded_lru() -> None:
 
 
 def test_from_config_and_bad_parameters() -> None:
-    b = GraphBuilder.from_config(GraphConfig(lookback=30, min_obs=20, top_k=7, threshold=0.4, cache_size=3))
-    assert b.params == (30, 20, 7, 0.4) and b.cache_size == 3
+    b = GraphBuilder.from_config(GraphConfig(lookback=30, min_obs=20, top_k=7, threshold=0.4, cache_size=3,
+                                             residual="beta", rank_by="rho"))
+    assert b.params == (30, 20, 7, 0.4, "beta", "rho") and b.cache_size == 3
     with pytest.raises(InputError, match="min_obs=50 exceeds graph.lookback=30"):
         GraphBuilder(lookback=30, min_obs=50)
     with pytest.raises(InputError, match="Fix"):
         GraphBuilder(top_k=0)
+
+
+def market_block_returns(seed: int = 7, beta_range: tuple[float, float] = (0.5, 1.5)) -> tuple[np.ndarray, np.ndarray]:
+    """[120, 40] returns: a strong common market factor with spread-out betas, 4 weak sectors, noise."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(4), 10)
+    beta = rng.uniform(*beta_range, g.size)
+    market = 0.02 * rng.normal(size=(120, 1))
+    sector = 0.006 * rng.normal(size=(120, 4))[:, g]
+    r = beta * market + sector + 0.01 * rng.normal(size=(120, g.size))
+    r[rng.random(r.shape) < 0.03] = np.nan
+    return r, g
+
+
+def _market_model_residual(r: np.ndarray) -> np.ndarray:
+    """Per stock, the residual of an OLS of its returns on the cross-sectional mean (NaN kept)."""
+    m = np.nanmean(r, axis=1)
+    out = np.full_like(r, np.nan)
+    for i in range(r.shape[1]):
+        ok = ~np.isnan(r[:, i])
+        beta = np.polyfit(m[ok], r[ok, i], 1)[0]
+        out[ok, i] = r[ok, i] - beta * m[ok]
+    return out
+
+
+@pytest.mark.parametrize("residual", ["demean", "beta"])
+def test_residual_correlations_match_the_per_pair_loop(residual: str) -> None:
+    r, g = market_block_returns()
+    b = GraphBuilder(lookback=120, min_obs=60, top_k=4, threshold=0.0, cache_size=0, residual=residual)
+    ei, ea = b.build(r, np.full(g.size, -1), np.full(g.size, -1))
+    resid = r - np.nanmean(r, axis=1, keepdims=True) if residual == "demean" else _market_model_residual(r)
+    want = loop_corr(resid, min_obs=60)
+    np.testing.assert_allclose(ea[:, 0].numpy(), want[ei[0].numpy(), ei[1].numpy()], atol=1e-5)
+
+
+def _sector_precision(r: np.ndarray, g: np.ndarray, **kw: object) -> float:
+    b = GraphBuilder(lookback=120, min_obs=60, top_k=4, threshold=0.0, cache_size=0, **kw)  # type: ignore[arg-type]
+    src, dst = b.build(r, np.full(g.size, -1), np.full(g.size, -1))[0].numpy()
+    return float((g[src] == g[dst]).mean())
+
+
+def test_market_model_residual_recovers_sectors_a_market_factor_hides() -> None:
+    r, g = market_block_returns(beta_range=(0.3, 1.7))
+    raw = _sector_precision(r, g)
+    demeaned = _sector_precision(r, g, residual="demean", rank_by="rho")
+    resid = _sector_precision(r, g, residual="beta", rank_by="rho")
+    # the market hides the sectors; demeaning leaves (beta - 1) x market, the beta residual does not
+    assert resid > 0.9 and resid > raw + 0.1 and resid > demeaned + 0.1, (raw, demeaned, resid)
+
+
+def test_rank_by_rho_drops_negatively_correlated_neighbours() -> None:
+    r, g = block_returns(num_dates=60, groups=2, per_group=6, seed=8)
+    r[:, 6:] = -r[:, :6] + 0.002 * np.random.default_rng(9).normal(size=(60, 6))  # group 1 mirrors group 0
+    kw = dict(lookback=60, min_obs=40, top_k=3, threshold=0.2, cache_size=0)
+    _, ea_abs = GraphBuilder(**kw, rank_by="abs").build(r, g, g)  # type: ignore[arg-type]
+    _, ea_rho = GraphBuilder(**kw, rank_by="rho").build(r, g, g)  # type: ignore[arg-type]
+    assert (ea_abs[:, 0] < 0).any() and (ea_rho[:, 0] > 0.2).all()
+
+
+def test_residual_and_rank_are_part_of_the_cache_key_and_validated() -> None:
+    keys = {GraphBuilder.from_config(GraphConfig(residual=res, rank_by=rk)).params
+            for res in ("none", "demean", "beta") for rk in ("rho", "abs")}
+    assert len(keys) == 6
+    with pytest.raises(InputError, match="graph.residual"):
+        GraphBuilder(residual="market")
+    with pytest.raises(InputError, match="rank_by"):
+        GraphBuilder(rank_by="spearman")
+
+
+def test_build_runs_at_its_thread_count_and_restores_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    b = GraphBuilder(lookback=60, min_obs=40, top_k=3, num_threads=1, cache_size=0)
+    real = b._build
+    monkeypatch.setattr(b, "_build", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r, g = block_returns(seed=10)
+        b.build(r, g, g)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -3,9 +3,10 @@
 For date d the window is ``panel.returns[d - lookback + 1 .. d]``: backward 1-day returns realized
 by d (the 1-day target lagged by one date), never a later row -- no look-ahead. Pairwise-complete
 Pearson correlations come from matrix products of the NaN mask and the zero-filled returns (no
-loop over stocks); each stock keeps its ``top_k`` neighbours by ``|rho|`` above ``threshold``, the
-edge set is made symmetric (union), without self loops. Graphs are cached in a bounded LRU keyed by
-(date index, date, the batch's stock rows and codes, parameters).
+loop over stocks), optionally of market-residual returns (``residual``); each stock keeps its
+``top_k`` neighbours by ``rho`` (or ``|rho|``, ``rank_by``) above ``threshold``, the edge set is
+made symmetric (union), without self loops. Graphs are cached in a bounded LRU keyed by (date
+index, date, the batch's stock rows and codes, parameters).
 """
 
 from __future__ import annotations
@@ -36,16 +37,44 @@ def empty_graph() -> Graph:
 ROW_CHUNK = 128  # rows of the correlation matrix computed at once ([chunk, N] buffers stay in cache)
 
 
-def _prepare(returns: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
-    """Mask, centred zero-filled returns and their squares.
+RESIDUALS = ("none", "demean", "beta")
+RANKINGS = ("rho", "abs")
+
+
+def _prepare(returns: np.ndarray, residual: str = "none") -> tuple[Tensor, Tensor, Tensor]:
+    """Mask, centred zero-filled (residual) returns and their squares.
+
+    ``residual`` removes the common market move first, so that it does not dominate every
+    correlation (with a 1 %/day market factor, two unrelated stocks correlate at ~0.2):
+
+    * ``"none"``: the returns as given;
+    * ``"demean"``: each date's cross-sectional mean return (over the window's observed stocks)
+      subtracted;
+    * ``"beta"``: the market-model residual ``r_i - beta_i m`` with ``m`` that cross-sectional
+      mean and ``beta_i`` the least-squares slope of ``r_i`` on ``m`` over the dates ``i`` is
+      observed in the window (plain demeaning leaves ``(beta_i - 1) m``, which makes high- and
+      low-beta stocks look correlated).
 
     Shapes:
         returns: ``[L, N]`` -> m, x, x2: ``[L, N]`` float32.
     """
+    if residual not in RESIDUALS:
+        raise InputError(f"graph.residual must be one of {RESIDUALS}, got '{residual}'.")
     r = torch.from_numpy(np.ascontiguousarray(returns, dtype=np.float32))
     m = (~torch.isnan(r)).to(torch.float32)  # [L, N]
     x = torch.nan_to_num(r, nan=0.0)
-    x = (x - x.sum(0) / m.sum(0).clamp_min(1.0)) * m  # centred per column (accuracy), 0 where missing
+    cnt = m.sum(0).clamp_min(1.0)  # [N]
+    if residual != "none":
+        mkt = x.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)  # [L, 1]
+        if residual == "demean":
+            x = (x - mkt) * m
+        else:
+            mc = (mkt - (m * mkt).sum(0) / cnt) * m  # [L, N] market centred over i's dates
+            xc = (x - x.sum(0) / cnt) * m
+            var = (mc * mc).sum(0)  # [N]
+            beta = torch.where(var > 0, (xc * mc).sum(0) / var.clamp_min(1e-30), torch.zeros_like(var))
+            x = (x - mkt * beta) * m  # [L, N]
+    x = (x - x.sum(0) / cnt) * m  # centred per column (accuracy), 0 where missing
     return m, x, x * x
 
 
@@ -111,18 +140,30 @@ class GraphBuilder:
         lookback: L, dates of backward returns in the window (ending at d, inclusive).
         min_obs: minimum overlapping observations for a pair to be considered.
         top_k: neighbours kept per stock by ``|rho|`` (before symmetrization).
-        threshold: minimum ``|rho|`` (strictly above) for an edge.
+        threshold: minimum score (``rho`` or ``|rho|``, strictly above) for an edge.
         cache_size: graphs kept in the LRU cache; 0 disables caching.
         cache_bytes: memory bound of the cache as well (a 4,000-stock graph holds ~120k edges,
             ~3.4 MB); least recently used graphs are evicted past either bound.
+        residual: "none" | "demean" | "beta": which market move is removed from the returns
+            before correlating (see ``_prepare``).
+        rank_by: "rho" keeps the most positively correlated neighbours (co-movement peers);
+            "abs" ranks by ``|rho|`` (strong negative correlations become edges too). The
+            threshold applies to the same score.
+        num_threads: torch threads while a graph is built (0 = leave torch's setting). The
+            ``[128, L] x [L, N]`` products are too small to gain from a second thread on a
+            shared 2-core machine, where its OpenMP spin made N=4,000 20x slower (bench/RESULTS.md).
     """
 
     def __init__(self, lookback: int = 60, min_obs: int = 40, top_k: int = 20, threshold: float = 0.3,
-                 cache_size: int = 4096, cache_bytes: int = 2 * 2**30) -> None:
+                 cache_size: int = 4096, cache_bytes: int = 2 * 2**30, residual: str = "none",
+                 rank_by: str = "abs", num_threads: int = 1) -> None:
         if lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0:
             raise InputError(f"bad graph parameters lookback={lookback} min_obs={min_obs} top_k={top_k} "
                              f"threshold={threshold} cache_size={cache_size}. Fix: lookback, min_obs >= 2, "
                              "top_k >= 1, 0 <= threshold < 1, cache_size >= 0 (see GraphConfig).")
+        if residual not in RESIDUALS or rank_by not in RANKINGS:
+            raise InputError(f"graph.residual='{residual}' / graph.rank_by='{rank_by}' unknown. Fix: residual "
+                             f"one of {RESIDUALS}, rank_by one of {RANKINGS} (see GraphConfig).")
         if min_obs > lookback:
             raise InputError(f"graph.min_obs={min_obs} exceeds graph.lookback={lookback}: no pair could "
                              "qualify and every graph would be empty. Fix: set min_obs <= lookback.")
@@ -132,6 +173,9 @@ class GraphBuilder:
         self.threshold = float(threshold)
         self.cache_size = int(cache_size)
         self.cache_bytes = int(cache_bytes)
+        self.residual = str(residual)
+        self.rank_by = str(rank_by)
+        self.num_threads = max(0, int(num_threads))
         self._bytes = 0
         self._cache: OrderedDict[tuple[object, ...], Graph] = OrderedDict()
         self.hits = 0
@@ -141,30 +185,41 @@ class GraphBuilder:
     def from_config(cls, gcfg: GraphConfig) -> GraphBuilder:
         """From ``cfg.graph`` (a ``GraphConfig``)."""
         return cls(int(gcfg.lookback), int(gcfg.min_obs), int(gcfg.top_k), float(gcfg.threshold),
-                   int(gcfg.cache_size))
+                   int(gcfg.cache_size), residual=str(gcfg.residual), rank_by=str(gcfg.rank_by),
+                   num_threads=int(gcfg.num_threads))
 
     @property
-    def params(self) -> tuple[int, int, int, float]:
-        return (self.lookback, self.min_obs, self.top_k, self.threshold)
+    def params(self) -> tuple[int, int, int, float, str, str]:
+        return (self.lookback, self.min_obs, self.top_k, self.threshold, self.residual, self.rank_by)
 
     def build(self, returns_window: np.ndarray, sector: np.ndarray, market: np.ndarray) -> Graph:
-        """Correlation graph of the window's stocks.
+        """Correlation graph of the window's stocks (torch limited to ``num_threads`` meanwhile).
 
         Shapes:
             returns_window: ``[L, N]`` float, NaN missing; sector, market: ``[N]`` int (-1 unknown).
             -> edge_index ``[2, E]`` long (indices into the N columns, symmetric, no self loops),
             edge_attr ``[E, 3]`` float32 ``[rho, same_sector, same_market]``.
         """
+        before = torch.get_num_threads()
+        if self.num_threads and self.num_threads != before:
+            torch.set_num_threads(self.num_threads)
+        try:
+            return self._build(returns_window, sector, market)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    def _build(self, returns_window: np.ndarray, sector: np.ndarray, market: np.ndarray) -> Graph:
         num_n = returns_window.shape[1]
         if num_n < 2 or returns_window.shape[0] < self.min_obs:
             return empty_graph()
-        m, x, x2 = _prepare(returns_window)
+        m, x, x2 = _prepare(returns_window, self.residual)
         k = min(self.top_k, num_n - 1)
         src_l, dst_l, rho_l = [], [], []
         for r0 in range(0, num_n, ROW_CHUNK):  # row blocks: no [N, N] matrix is ever held
             r1 = min(r0 + ROW_CHUNK, num_n)
             rho, n = _corr_rows(m, x, x2, r0, r1)  # [c, N]
-            score = rho.abs()
+            score = rho.abs() if self.rank_by == "abs" else rho.clone()
             bad = (n < self.min_obs) | ~(score > self.threshold)  # NaN rho fails the comparison
             local = torch.arange(r1 - r0)
             bad[local, local + r0] = True  # no self loops
