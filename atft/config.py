@@ -97,6 +97,7 @@ class ModelConfig:
     gat_dropout: float = 0.1  # attention dropout inside GATv2Conv
     edge_dropout: float = 0.1  # share of edges dropped per training step
     gat_node_inputs: bool = True  # GAT node features also get a projection of the last-day inputs
+    linear_skip: bool = False  # add a linear map of the last-day inputs to every quantile (wide & deep)
     quantiles: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])  # quantile levels; median = point
     head_init_std: float = 0.15  # std of the head's last-layer init: first predictions spread ~0.25 target std
 

@@ -234,3 +234,24 @@ def test_diagnose_head_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "COLLAPSED" in capsys.readouterr().out
     assert cli_main(["diagnose-head", "--config", "smoke", "model.num_features=4",
                      "--threshold", "1e9"]) == 1
+
+
+def test_linear_skip_shifts_every_quantile_by_a_linear_map_of_the_last_day() -> None:
+    m = build(smoke("model.linear_skip=true")).eval()
+    assert m.linear_skip is not None and float(m.linear_skip.weight.abs().sum()) == 0.0  # starts as a no-op
+    b = day(9, k=3)
+    with torch.no_grad():
+        base = m(b)
+        torch.nn.init.normal_(m.linear_skip.weight)
+        torch.nn.init.normal_(m.linear_skip.bias)
+        out = m(b)
+        lin = b.features[:, -1] @ m.linear_skip.weight.T + m.linear_skip.bias  # [N, horizons]
+    for j, key in enumerate(m.keys):
+        torch.testing.assert_close(out["predictions"][key] - base["predictions"][key],
+                                   lin[:, j : j + 1].expand(-1, len(m.quantiles)))
+        torch.testing.assert_close(out["point"][key], out["predictions"][key][:, 1])
+        assert (out["predictions"][key].diff(dim=1) > 0).all()
+    m.train()
+    sum(q.square().sum() for q in m(b)["predictions"].values()).backward()
+    assert float(m.linear_skip.weight.grad.norm()) > 0
+    assert build(smoke()).linear_skip is None

@@ -8,6 +8,12 @@
     z_g    = GAT(z_t, edges)                    [N, H]  per-day graph (optional)
     z, g   = Fusion(z_t, z_g)                   [N, H], gate [N]
     q      = Heads(z)                           {horizon_{h}d: [N, Q]}, point = median
+    q      = q + Linear(x[:, -1])               optional linear skip of the last-day inputs [N, F]
+
+The linear skip (``model.linear_skip``, zero at init) shifts every quantile of horizon h by
+the same linear map of the last-day inputs: a wide-and-deep split in which the linear part of a
+low signal-to-noise target is learnt as easily as by a ridge, and the deep part models the rest
+(the quantile order is kept because all quantiles move together).
 
 The adaptive norms are added to (not substituted for) the VSN sequence: per-stock temporal
 normalization removes each stock's level, which is exactly the cross-sectional information a
@@ -51,6 +57,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         gat_heads: heads per GAT layer; None switches the graph path off (``gat``/``fusion`` None).
         adaptive_norm: FAN + SAN on the temporal sequence (off: ``fan``/``san`` None).
         graph_off_reason: why the graph path is off, for the one WARNING logged at construction.
+        linear_skip: add ``Linear(F -> horizons)`` of the last-day inputs to every quantile
+            (``linear_skip`` None when off).
 
     Shapes:
         batch.features ``[N, T, F]``, edge_index ``[2, E]``, edge_attr ``[E, 3]``;
@@ -63,7 +71,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                  adaptive_norm: bool = True, fan_top_k: int = 3, san_slice_len: int = 5,
                  gat_heads: Sequence[int] | None = (4, 2), gat_dropout: float = 0.1,
                  edge_dropout: float = 0.1, head_init_std: float = 0.05,
-                 graph_off_reason: str = "gat_heads=None", gat_node_inputs: bool = True) -> None:
+                 graph_off_reason: str = "gat_heads=None", gat_node_inputs: bool = True,
+                 linear_skip: bool = False) -> None:
         super().__init__()
         if num_features < 1:
             raise ShapeError(f"num_features must be >= 1, got {num_features}. Fix: set "
@@ -88,6 +97,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.gat_input = (nn.Linear(num_features, hidden_size)
                           if gat_heads is not None and gat_node_inputs else None)
         self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, head_init_std, dropout)
+        self.linear_skip = nn.Linear(num_features, len(self.keys)) if linear_skip else None
         if self.gat is None:
             log.warning("ATFT_GAT_FAN: the graph path (GAT) is bypassed (%s): predictions use the "
                         "temporal path only, in training and evaluation alike", graph_off_reason)
@@ -121,7 +131,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                    m.lstm_layers, m.attention_heads, m.dropout, m.adaptive_norm, m.fan_top_k,
                    m.san_slice_len, list(m.gat_heads) if graph_on else None, m.gat_dropout,
                    m.edge_dropout, m.head_init_std, graph_off_reason=reason,
-                   gat_node_inputs=m.gat_node_inputs)
+                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip)
 
     def reset_parameters(self) -> None:
         """Re-initialize every block (a fresh, valid model)."""
@@ -132,6 +142,9 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
             nn.init.zeros_(self.norm_scale)
         if self.gat_input is not None:
             self.gat_input.reset_parameters()
+        if self.linear_skip is not None:
+            nn.init.zeros_(self.linear_skip.weight)
+            nn.init.zeros_(self.linear_skip.bias)
 
     def parts(self) -> dict[str, nn.Module | None]:
         """Named parts for per-part gradient norms; switched-off parts are None."""
@@ -163,6 +176,10 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         else:
             gate = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)  # temporal path only
         predictions, point = self.heads(z)
+        if self.linear_skip is not None:
+            lin = self.linear_skip(batch.features[:, -1])  # [N, len(keys)]
+            predictions = {k: q + lin[:, j : j + 1] for j, (k, q) in enumerate(predictions.items())}
+            point = {k: p + lin[:, j] for j, (k, p) in enumerate(point.items())}
         out: dict[str, Any] = {"predictions": predictions, "point": point, "fusion_gate": gate}
         if return_attention:
             out["attention"] = {"temporal": temporal_attn, "graph": graph_attn,
