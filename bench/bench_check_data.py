@@ -1,7 +1,7 @@
 """`atft check-data` on a multi-GB parquet against the I/O floor and the pandas one-liner.
 
     nice -n 10 python bench/bench_check_data.py [--quick] [--stocks N] [--dates D] [--rounds R]
-                                                 [--per-check] [--keep]
+                                                 [--per-check] [--stages] [--keep]
 
 Generates (in row-group chunks of ``--chunk`` stocks, never the whole frame in memory) a long
 (Code, Date) parquet of ``stocks x dates`` rows with 96 float32 features ``f000..f095`` (~1 % NaN)
@@ -19,7 +19,11 @@ puts the file in the page cache, interleaved over ``--rounds`` rounds (best time
 * check-data: ``atft check-data p`` (every registered check, ``atft.health.data.run_checks``).
 
 ``--per-check`` also times each registered check in registry order, in one more subprocess,
-sharing aggregates as ``run_checks`` does (the first check that needs ``date_stats`` pays for it).
+sharing aggregates as ``run_checks`` does (the first check that needs the one streaming pass pays
+for all of it). ``--stages`` splits that pass (``atft.health.scan._scan``) into its parts, in one
+more subprocess, next to two references measured in the same process: reading the same batches
+alone, and one plain numpy copy of their float32 values (the cost of ONE extra pass over the
+data in memory, which any computation on the decoded values must at least pay).
 """
 
 from __future__ import annotations
@@ -74,6 +78,79 @@ for name, fn in CHECKS.items():
     fn(lf, cfg)
     times[name] = time.perf_counter() - t0
 print(json.dumps(times))
+"""
+
+STAGES = """
+import json, sys, time
+import numpy as np
+from atft.config import Config
+from atft.health import data as D
+from atft.health import scan as S
+
+cfg = Config()
+lf = D.as_lazy(sys.argv[1], cfg)
+plan = D._plan(lf, cfg, "all")
+spent = dict.fromkeys(["wait for a decoded batch", "per-column stats + date-major copy", "moment matmuls",
+                       "missing-feature corrections", "codes, dates, 1-day bound", "finish (tail, medians)"], 0.0)
+
+
+def timed(name, fn):
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - t0
+    return wrapper
+
+
+A = S._Accumulator
+A._products = timed("moment matmuls", A._products)
+A._feature_missing = timed("missing-feature corrections", A._feature_missing)
+A._block = timed("per-column stats + date-major copy", A._block)
+A.add = timed("codes, dates, 1-day bound", A.add)
+A.finish = timed("finish (tail, medians)", A.finish)
+batches = S._batches
+
+
+def waited(query, ranges):
+    it = batches(query, ranges)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        spent["wait for a decoded batch"] += time.perf_counter() - t0
+        if batch is None:
+            return
+        yield batch
+
+
+S._batches = waited  # the engine module's name: _scan looks it up there
+t0 = time.perf_counter()
+S._scan(lf, plan)
+total = time.perf_counter() - t0
+# nested timers -> exclusive: add() contains _block, which contains _products and _feature_missing
+spent["codes, dates, 1-day bound"] -= spent["per-column stats + date-major copy"]
+spent["per-column stats + date-major copy"] -= spent["moment matmuls"] + spent["missing-feature corrections"]
+acc = S._Accumulator(plan, lf.collect_schema())
+query = acc.query(lf)
+ranges = S._ranges(lf, query, 10**6)
+t0 = time.perf_counter()
+values = 0
+buf = None
+copy = 0.0
+for b in batches(query, ranges):
+    for j in range(acc.nb):
+        for part in b.get_column(f"_b{j}").get_chunks():
+            x = part.to_numpy()
+            if buf is None or buf.size < x.size:
+                buf = np.empty(x.size, np.float32)
+            t1 = time.perf_counter()
+            np.copyto(buf[:x.size], x)
+            copy += time.perf_counter() - t1
+            values += x.size
+read = time.perf_counter() - t0 - copy
+print(json.dumps({"total": total, "stages": spent, "read batches alone": read,
+                  "one numpy copy of the float32 values": copy, "values": values}))
 """
 
 
@@ -132,6 +209,7 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=100, help="stocks per row group while generating")
     p.add_argument("--rounds", type=int, default=1, help="interleaved timed rounds (best kept)")
     p.add_argument("--per-check", action="store_true", help="also time each check alone")
+    p.add_argument("--stages", action="store_true", help="also split the one streaming pass into its parts")
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas contender")
     p.add_argument("--keep", action="store_true", help="keep the generated parquet")
     p.add_argument("--path", default=None, help="use (and keep) this existing benchmark parquet")
@@ -196,6 +274,18 @@ def main() -> None:
                             sorted(times.items(), key=lambda kv: -kv[1])]))
             print(f"sum of checks {total:.2f} s")
             out["per_check"] = times
+        if args.stages:
+            res = run_measured([python(), "-c", STAGES, str(path)])
+            st = json.loads(res.stdout.strip().splitlines()[-1])
+            rows_ = [(k, v, f"{v / st['total']:.1%}", v / floor) for k, v in st["stages"].items()]
+            rows_ += [("(reference) read the same batches alone", st["read batches alone"], "-",
+                       st["read batches alone"] / floor),
+                      ("(reference) one numpy copy of the float32 values", st["one numpy copy of the float32 values"],
+                       "-", st["one numpy copy of the float32 values"] / floor)]
+            print()
+            print(md_table(["part of the one pass", "s", "share", "x floor"], rows_))
+            print(f"one pass {st['total']:.2f} s over {st['values']:,} float32 values")
+            out["stages"] = st
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2, default=str))
         print(f"\n(finished {dt.datetime.now():%Y-%m-%d %H:%M})")

@@ -2,6 +2,8 @@
 
 The recovery plan's step 2 (NaN ratio of targets <= 5 %) and the data failure modes of
 design.md section 6 (NaN vs null, whole missing days, constant inputs, leakage, duplicates).
+All checks read one pass over the data per session (the ``atft_data_checks`` fixture); each test
+records and judges its own check's results.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def dataset_lf(atft_data_path, atft_config):
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
-def test_dataset_check(name, dataset_lf, atft_config, health):
+def test_dataset_check(name, dataset_lf, atft_config, atft_data_checks, health):
     if name in FEATURE_CHECKS:
         feature_columns(dataset_lf.collect_schema(), atft_config)  # a bad selection fails loudly here
-    health.check(CHECKS[name](dataset_lf, atft_config))
+    health.check(atft_data_checks[name])

@@ -1,9 +1,12 @@
-"""Dataset health checks (``atft check-data``): small lazy aggregations over a polars LazyFrame.
+"""Dataset health checks (``atft check-data``): per-date aggregates of ONE streaming pass.
 
-Each check is a function ``check_x(lf, cfg) -> list[CheckResult]`` whose work is one (or, on
-failure, two) ``collect()`` of an aggregate: per-column sums in one ``select``, per-date sums in
-one ``group_by``. The frame itself is never materialized, so multi-GB files are checked by
-streaming the columns a check needs. ``CHECKS`` is the registry; ``run_checks`` runs it.
+``run_checks`` reads the data once (``atft.health.scan``: polars decodes record batches, numpy
+folds each into additive per-date sums: counts, null/NaN counts, min / max, +-inf counts, the
+pairwise-complete moment sums of every (feature, target, date), distinct (date, code) pairs).
+Every check reads those sums; nothing is materialized, so files larger than RAM are checked in
+one batch of memory plus the per-date sums. A check called on its own runs a pass over just the
+columns it needs. ``CHECKS`` is the registry; ``run_checks`` runs it, ``run_checks_by_name``
+keeps its results per check.
 
 Definitions (design.md section 7):
 
@@ -15,8 +18,9 @@ Definitions (design.md section 7):
   non-missing values (all-missing counts as constant); cross-sectionally constant on a date
   when at least 2 stocks have a value and their spread is that small.
 * leakage: per date, Pearson(feature, target) over the rows where both exist (dates with fewer
-  than ``MIN_CORR_PAIRS`` pairs skipped); the figure is the median over dates of the absolute
-  value; above ``health.leak_corr`` the feature is a near-copy of the target.
+  than ``MIN_CORR_PAIRS`` pairs skipped; a date with +-inf in either column has none); the figure
+  is the median over dates of the absolute value; above ``health.leak_corr`` the feature is a
+  near-copy of the target.
 * 1-day return bound: share of non-missing 1-day targets with ``|r| > health.max_abs_return_1d``;
   it must be exactly 0 (a 100 %+ daily move is an unadjusted split or a unit error, not data).
 """
@@ -31,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -40,18 +44,36 @@ from atft.config import Config, load
 from atft.data.source import scan
 from atft.errors import DataError
 from atft.health.result import CheckResult, format_table
+
+# The scan engine lives in atft.health.scan; besides what this module uses, its public names (and
+# the internals the tests and bench reach) stay importable from here. Tune the pass there:
+# setting SCAN_* on this module has no effect.
+from atft.health.scan import (  # noqa: F401
+    ENGINE,
+    LEAK_DATE_BLOCK,
+    MIN_CORR_PAIRS,
+    SCAN_BATCH_BYTES,
+    SCAN_BATCH_ROWS,
+    SCAN_BLOCK_BYTES,
+    SCAN_CELLS,
+    _Accumulator,
+    _batches,
+    _Plan,
+    _ranges,
+    _Scan,
+    _scan,
+    leakage_medians,
+    nan_median,
+    pairwise_date_corr,
+    remember_row_groups,
+)
 from atft.horizons import Horizons, looks_like_target
 from atft.io import write_json
-
-if TYPE_CHECKING:
-    from torch import Tensor
 
 CheckFn = Callable[[pl.LazyFrame, Config], list[CheckResult]]
 CONST_ATOL = 1e-12  # absolute spread below which values count as equal
 CONST_RTOL = 1e-7  # relative spread (float32 resolution) below which values count as equal
-MIN_CORR_PAIRS = 3  # fewer (feature, target) pairs on a date: no correlation that day
 N_EXAMPLES = 5  # failing cases listed per result
-ENGINE: Literal["auto", "in-memory", "streaming"] = "streaming"  # batches: a file larger than RAM still checks
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -126,10 +148,12 @@ def feature_columns(schema: pl.Schema, cfg: Config) -> list[str]:
 
 
 def _fmt(x: float) -> str:
+    """A figure as it appears in messages and examples."""
     return f"{x:.4g}"
 
 
 def _ratio_results(kind: str, ratios: dict[str, float], limit: float, cause: str) -> list[CheckResult]:
+    """One ``kind[column]`` result per column: its null/NaN share <= ``limit``."""
     return [CheckResult.compare(f"{kind}[{c}]", r, limit, "<=",
                                 f"{c}: {_fmt(r)} of the rows are null/NaN ({cause}). Fix: repair the "
                                 "column upstream or drop it (atft filter-data).") for c, r in ratios.items()]
@@ -155,31 +179,97 @@ def _zero_spread(hi: pl.Expr, lo: pl.Expr) -> pl.Expr:
     return (hi - lo) <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs())
 
 
-def date_stats(lf: pl.LazyFrame, cfg: Config) -> pl.DataFrame:
-    """Per date, in one group_by (one pass over the data), everything the row-wise checks need.
+# ----------------------------------------------------------------------------- which pass: alone or shared
 
-    Columns: ``Date``, ``len`` (rows), ``stocks`` (distinct codes; its own small group_by) and per feature f ``m:f``
-    (null/NaN count), ``k:f`` (non-missing count), ``lo:f`` / ``hi:f`` (min / max over the
-    non-missing values), per float column c ``i:c`` (+-inf count). Shared by the checks of one
-    ``run_checks`` call.
+
+def _plan(lf: pl.LazyFrame, cfg: Config, part: str) -> _Plan:
+    """The pass for ``part``: "all" (``run_checks``), or what one check alone needs: "rows"
+    (``date_stats``), "targets", "ret" (1-day bound) or "leak"."""
+    schema, d, hz = lf.collect_schema(), cfg.data, Horizons.from_config(cfg)
+    sel, problems = _selection_problems(schema, cfg)
+    feats = [f for f in sel if f in schema and schema[f].is_numeric()] if part in ("all", "rows", "leak") else []
+    targets = target_columns(schema, cfg) if part != "ret" else []
+    floats = [n for n, t in schema.items() if t.is_float()] if part in ("all", "rows") else []
+    in_block = {c for c in (*feats, *targets) if schema[c] == pl.Float32}
+    exact = list(dict.fromkeys([f for f in feats if schema[f] != pl.Float32 and part != "leak"]
+                               + [c for c in floats if c not in in_block]))
+    t1 = hz.targets[hz.index(1)] if 1 in hz.horizons else None
+    return _Plan(d.date_col, d.code_col if part in ("all", "rows", "targets") else None, feats, targets,
+                 [hz.horizons[hz.targets.index(t)] for t in targets] if part in ("all", "targets") else [],
+                 exact, floats, part in ("all", "leak") and not problems and bool(feats) and bool(targets),
+                 (t1, cfg.health.max_abs_return_1d) if t1 is not None and t1 in schema and part in ("all", "ret") else None)
+
+
+def _scan_stats(lf: pl.LazyFrame, cfg: Config, part: str) -> _Scan:
+    """Inside ``run_checks`` one pass measures everything for every check; alone, a check's pass
+    reads only the columns it needs (see ``_plan``)."""
+    if _MEMO.get() is None:
+        return _scan(lf, _plan(lf, cfg, part))
+    return _shared("scan", lambda: _scan(lf, _plan(lf, cfg, "all")))
+
+
+# ----------------------------------------------------------------------------- aggregates of the pass
+
+
+def date_stats(lf: pl.LazyFrame, cfg: Config) -> pl.DataFrame:
+    """Per date (date order), from the one streaming pass, everything the row-wise checks need.
+
+    Columns: ``Date``, ``len`` (rows), per feature f ``m:f`` (null/NaN count), ``k:f``
+    (non-missing count), ``lo:f`` / ``hi:f`` (min / max over the non-missing values, null when
+    none), per float column c ``i:c`` (+-inf count), ``stocks`` (distinct codes). Shared by the
+    checks of one ``run_checks`` call.
+
+    Shapes:
+        -> ``[G, 3 + 4 F + C]`` frame: G dates (date order, a null date first), F features,
+        C float columns.
     """
     def compute() -> pl.DataFrame:
-        schema, d = lf.collect_schema(), cfg.data
-        # the selection's columns that exist (checks that need a valid selection raise on their own)
-        feats = [f for f in _selection_problems(schema, cfg)[0] if f in schema and schema[f].is_numeric()]
-        floats = [n for n, t in schema.items() if t.is_float()]
-        agg = [pl.len().alias("len")]
-        for f in feats:
-            x = pl.col(f).fill_nan(None)
-            agg += [missing(f, schema[f]).sum().alias(f"m:{f}"), x.count().alias(f"k:{f}"),
-                    x.min().alias(f"lo:{f}"), x.max().alias(f"hi:{f}")]
-        agg += [pl.col(c).is_infinite().sum().alias(f"i:{c}") for c in floats]
-        main = lf.group_by(d.date_col).agg(agg).collect(engine=ENGINE)
-        # n_unique in the big group_by made polars fall back to in-memory (2.4 GB on 5M x 100 vs 0.6)
-        stocks = lf.group_by(d.date_col).agg(pl.col(d.code_col).n_unique().alias("stocks")).collect(engine=ENGINE)
-        return main.join(stocks, on=d.date_col, how="left", nulls_equal=True)
+        s, u32 = _scan_stats(lf, cfg, "rows"), pl.UInt32
+        cols = [s.dates, pl.Series("len", s.rows, u32)]
+        for j, f in enumerate(s.plan.feats):
+            cols += [pl.Series(f"m:{f}", s.miss[:, j], u32), pl.Series(f"k:{f}", s.rows - s.miss[:, j], u32)]
+            if s.exact is not None and f"lo:{f}" in s.exact.columns:  # not float32: its own dtype
+                cols += [s.exact[f"lo:{f}"], s.exact[f"hi:{f}"]]
+            else:
+                cols += [pl.Series(f"lo:{f}", s.lo[:, j]).fill_nan(None), pl.Series(f"hi:{f}", s.hi[:, j]).fill_nan(None)]
+        cols += [pl.Series(f"i:{c}", s.inf[c], u32) for c in s.plan.floats]
+        return pl.DataFrame([*cols, pl.Series("stocks", s.stocks, u32)])
 
     return _shared("date_stats", compute)
+
+
+def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
+    """(targets, per date: missing count ``m:t`` and eligible count ``n:t`` per target, tail
+    excluded), shared by the checks of one ``run_checks`` call."""
+    return _shared("target_date_stats", lambda: _compute_target_date_stats(lf, cfg))
+
+
+def _compute_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
+    """``_target_date_stats`` from the pass's (date, code) bitmap (``_Accumulator._tail``), or
+    by ``_polars_target_date_stats`` where the pass has no tail (duplicate rows, > 64 targets)."""
+    s = _scan_stats(lf, cfg, "targets")
+    targets = s.plan.targets
+    if not targets:
+        return [], pl.DataFrame()
+    if s.target_miss is None or s.target_rows is None:  # duplicate (Code, Date): polars' ordinal rank
+        return _polars_target_date_stats(lf, cfg)
+    return targets, pl.DataFrame([s.dates, *(pl.Series(f"{k}:{t}", a[:, j], pl.UInt32) for j, t in enumerate(targets)
+                                             for k, a in (("m", s.target_miss), ("n", s.target_rows)))])
+
+
+def _polars_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
+    """``_target_date_stats`` by a polars group_by (the tail by ``legit_tail``); used when
+    duplicate rows make "the last h rows of a stock" depend on the row order."""
+    schema = lf.collect_schema()
+    d, hz = cfg.data, Horizons.from_config(cfg)
+    pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets, strict=True) if t in schema]
+    tails = [legit_tail(h, d.code_col, d.date_col).alias(f"_tail:{t}") for h, t in pairs]
+    agg = [e for _, t in pairs for e in (
+        (missing(t, schema[t]) & ~pl.col(f"_tail:{t}")).sum().alias(f"m:{t}"),
+        (~pl.col(f"_tail:{t}")).sum().alias(f"n:{t}"))]
+    stats = (lf.select(d.code_col, d.date_col, *(t for _, t in pairs)).with_columns(tails)
+             .group_by(d.date_col).agg(agg).sort(d.date_col).collect(engine=ENGINE))
+    return [t for _, t in pairs], stats
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -204,26 +294,6 @@ def check_target_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
            f"columns that look like targets: {alike or 'none'}{hint}. Fix: set data.target_template / "
            "data.horizons to the data's naming, or rebuild the dataset with these targets.")
     return [CheckResult.compare("target_columns", len(absent), 0, "<=", msg, absent)]
-
-
-def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
-    """Per date: missing count ``m:t`` and eligible count ``n:t`` per target, tail excluded."""
-    return _shared("target_date_stats", lambda: _compute_target_date_stats(lf, cfg))
-
-
-def _compute_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
-    schema = lf.collect_schema()
-    d, hz = cfg.data, Horizons.from_config(cfg)
-    pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets, strict=True) if t in schema]
-    if not pairs:
-        return [], pl.DataFrame()
-    tails = [legit_tail(h, d.code_col, d.date_col).alias(f"_tail:{t}") for h, t in pairs]
-    agg = [e for _, t in pairs for e in (
-        (missing(t, schema[t]) & ~pl.col(f"_tail:{t}")).sum().alias(f"m:{t}"),
-        (~pl.col(f"_tail:{t}")).sum().alias(f"n:{t}"))]
-    stats = (lf.select(d.code_col, d.date_col, *(t for _, t in pairs)).with_columns(tails)
-             .group_by(d.date_col).agg(agg).sort(d.date_col).collect(engine=ENGINE))
-    return [t for _, t in pairs], stats
 
 
 def check_target_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
@@ -343,129 +413,14 @@ def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResul
                                 [f"{f}: {_fmt(share[f])}" for f in bad[:N_EXAMPLES]])]
 
 
-LEAK_BLOCK_BYTES = 256 * 2**20  # memory of one dense [dates, slots, columns] float32 block (leakage)
-LEAK_DATE_BLOCK = 32  # dates per batched moment product (leakage)
-
-
-def _date_slots(lf: pl.LazyFrame, date: str) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Each row's date group and its slot inside that group (rows of a date get slots 0..n-1).
-
-    Null dates form one more group (``group_by`` keeps them as a group too).
-
-    Shapes:
-        -> (group ``[R]`` int64, slot ``[R]`` int64, number of groups G, max rows per group S).
-    """
-    rank = (pl.col(date).rank("dense") - 1).cast(pl.Int64)
-    g = lf.select(rank.fill_null(rank.max() + 1).fill_null(0)).collect(engine=ENGINE).to_series().to_numpy()
-    counts = np.bincount(g) if g.size else np.zeros(0, dtype=np.int64)
-    starts = np.cumsum(counts) - counts
-    order = np.argsort(g, kind="stable")
-    slot = np.empty_like(g)
-    slot[order] = np.arange(g.size) - starts[g[order]]
-    return g, slot, int(counts.size), int(counts.max(initial=0))
-
-
-def _by_date(lf: pl.LazyFrame, cols: list[str], group: np.ndarray, slot: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``cols`` as float32 (NaN = null/NaN) scattered into a ``[G, S, len(cols)]`` grid, NaN padded."""
-    block = lf.select([pl.col(c).cast(pl.Float32).fill_nan(None) for c in cols]).collect(engine=ENGINE).to_numpy()
-    out = np.full((*shape, len(cols)), np.nan, dtype=np.float32)
-    out[group, slot] = block
-    return out
-
-
-def _shifted(v: Tensor) -> tuple[Tensor, Tensor]:
-    """Observed mask and float64 values minus the date's column minimum, 0 where missing.
-
-    The shift keeps the moment sums small (no cancellation) and makes a constant column exactly 0.
-
-    Shapes:
-        v: ``[B, S, c]`` float32 (NaN missing) -> (mask, shifted) ``[B, S, c]`` float64.
-    """
-    import torch
-
-    m = ~torch.isnan(v)
-    low = torch.nan_to_num(v, nan=torch.inf).amin(1, keepdim=True).double()  # [B, 1, c]
-    return m.double(), torch.nan_to_num(v.double() - torch.nan_to_num(low, posinf=0.0), nan=0.0)
-
-
-def pairwise_date_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per date, pairwise-complete Pearson correlation of every x column with every y column.
-
-    By moment products, for all pairs at once: with masks ``Mx, My`` and min-shifted values
-    ``X, Y`` (0 where missing, float64), ``[Sx | Sxy] = X^T [My | Y]``, ``Sxx = (X^2)^T My``
-    and ``[n | Sy | Syy] = Mx^T [My | Y | Y^2]``: three batched matmuls (torch ``bmm``) per
-    block of ``LEAK_DATE_BLOCK`` dates. NaN where fewer than ``MIN_CORR_PAIRS`` pairs or a zero
-    variance (what ``pl.corr`` gives, to float64 rounding of the float32 values).
-
-    Shapes:
-        x: ``[G, S, c]``, y: ``[G, S, t]`` float32 (NaN missing) -> ``[G, c, t]`` float64.
-    """
-    import torch
-
-    t = y.shape[2]
-    out = np.empty((x.shape[0], x.shape[2], t))
-    for b0 in range(0, x.shape[0], LEAK_DATE_BLOCK):  # blocks of dates: float64 temporaries stay small
-        b = slice(b0, b0 + LEAK_DATE_BLOCK)
-        mx, xs = _shifted(torch.from_numpy(x[b]))
-        my, ys = _shifted(torch.from_numpy(y[b]))
-        xt = xs.transpose(1, 2)  # [B, c, S]
-        p1 = torch.bmm(xt, torch.cat([my, ys], 2))  # [B, c, 2t]: Sx | Sxy
-        sxx = torch.bmm(xt * xt, my)  # [B, c, t]
-        p3 = torch.bmm(mx.transpose(1, 2), torch.cat([my, ys, ys * ys], 2))  # [B, c, 3t]: n | Sy | Syy
-        sx, sxy, n, sy, syy = p1[..., :t], p1[..., t:], p3[..., :t], p3[..., t:2 * t], p3[..., 2 * t:]
-        inv_n = 1.0 / n.clamp_min(1.0)
-        vx = sxx - sx * sx * inv_n
-        vy = syy - sy * sy * inv_n
-        ok = (n >= MIN_CORR_PAIRS) & (vx > 1e-12 * sxx) & (vy > 1e-12 * syy)
-        rho = ((sxy - sx * sy * inv_n) / (vx * vy).clamp_min(1e-300).sqrt()).clamp(-1.0, 1.0)
-        out[b] = torch.where(ok, rho, torch.nan).numpy()
-    return out
-
-
-def nan_median(a: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Median along ``axis`` ignoring NaN (mean of the two middle values; NaN when none), no warning."""
-    s = np.sort(a, axis=axis)  # NaN sorts last
-    k = np.expand_dims((~np.isnan(a)).sum(axis), axis)
-    lo = np.take_along_axis(s, np.maximum(k - 1, 0) // 2, axis)
-    hi = np.take_along_axis(s, k // 2 - (k == 0), axis)  # k == 0: any index, masked below
-    return np.squeeze(np.where(k > 0, (lo + hi) / 2, np.nan), axis)
-
-
-def leakage_medians(lf: pl.LazyFrame, date: str, feats: list[str], targets: list[str]) -> np.ndarray:
-    """Median over dates of |per-date Pearson(feature, target)|, dates without a value skipped.
-
-    Values are read as float32 (exact for float32 data; integers above 2^24 round). Feature
-    columns are read a few at a time (at most ``LEAK_BLOCK_BYTES`` dense per pass), so the peak
-    memory is the dense targets plus one feature block, never the frame.
-
-    Shapes:
-        -> ``[len(feats), len(targets)]`` float64, NaN where no date has a correlation.
-    """
-    import torch
-
-    group, slot, n_groups, n_slots = _date_slots(lf, date)
-    y = _by_date(lf, targets, group, slot, (n_groups, n_slots))  # [G, S, t]
-    step = max(1, LEAK_BLOCK_BYTES // max(1, 4 * n_groups * n_slots))
-    med = np.full((len(feats), len(targets)), np.nan)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small bmms between polars passes: OpenMP spinning beside polars' pool cost 5x
-    try:
-        for j0 in range(0, len(feats), step):  # blocks of feature columns: one pass over the file each
-            x = _by_date(lf, feats[j0:j0 + step], group, slot, (n_groups, n_slots))  # [G, S, c]
-            med[j0:j0 + step] = nan_median(np.abs(pairwise_date_corr(x, y)), axis=0)
-            del x
-    finally:
-        torch.set_num_threads(threads)
-    return med
-
-
 def check_leakage(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """Per target: max over features of median-over-dates |Pearson(feature, target)| <= leak_corr."""
-    schema, date = lf.collect_schema(), cfg.data.date_col
+    schema = lf.collect_schema()
     feats, targets = feature_columns(schema, cfg), target_columns(schema, cfg)
     if not targets:
         return []
-    meds = leakage_medians(lf, date, feats, targets)  # [F, t]
+    leak = _scan_stats(lf, cfg, "leak").leak
+    meds = leak if leak is not None else np.full((len(feats), len(targets)), np.nan)  # [F, t]
     out, limit = [], cfg.health.leak_corr
     for j, t in enumerate(targets):
         med = {f: float(v) for f, v in zip(feats, meds[:, j].tolist(), strict=True) if v == v}
@@ -486,12 +441,13 @@ def check_return_bound(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
         return []
     t, bound = hz.targets[hz.index(1)], cfg.health.max_abs_return_1d
     y = pl.col(t).fill_nan(None)
-    share, n_bad = lf.select((y.abs() > bound).mean().alias("share"), (y.abs() > bound).sum().alias("n")).collect(engine=ENGINE).row(0)
+    n_bad, n_valid = _scan_stats(lf, cfg, "ret").ret
+    share = n_bad / n_valid if n_valid else math.nan
     ex: list[object] = []
     if n_bad:
         ex = (lf.filter(y.abs() > bound).select(d.code_col, d.date_col, t).sort(t, descending=True)
               .head(N_EXAMPLES).collect(engine=ENGINE).rows())
-    return [CheckResult.compare(f"return_bound_1d[{t}]", share if share is not None else math.nan, 0.0, "<=",
+    return [CheckResult.compare(f"return_bound_1d[{t}]", share, 0.0, "<=",
                                 f"{n_bad} one-day returns exceed |{bound}| (unadjusted split, price unit "
                                 "change or a bad tick). Fix: use split-adjusted prices and remove bad ticks.",
                                 ex)]
@@ -518,9 +474,15 @@ FEATURE_CHECKS = frozenset({"feature_nan_ratio", "feature_date_nan_ratio", "cons
 
 
 def as_lazy(data: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> pl.LazyFrame:
-    """A LazyFrame from a frame or a dataset path (``atft.data.source.scan``), ids checked."""
+    """A LazyFrame from a frame or a dataset path (``atft.data.source.scan``), ids checked.
+
+    Raises:
+        DataError: the frame lacks data.code_col / data.date_col (a path: see ``scan``).
+    """
     if isinstance(data, (str, Path)):
-        return scan(data, cfg.data.code_col, cfg.data.date_col)
+        lf = scan(data, cfg.data.code_col, cfg.data.date_col)
+        remember_row_groups(lf, data)  # its batches: whole row groups
+        return lf
     lf = data.lazy()
     missing_ids = [c for c in (cfg.data.code_col, cfg.data.date_col) if c not in lf.collect_schema()]
     if missing_ids:
@@ -529,20 +491,30 @@ def as_lazy(data: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> pl.L
     return lf
 
 
-def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> list[CheckResult]:
-    """Run every check in ``CHECKS``; feature checks are skipped when the selection itself fails."""
+def run_checks_by_name(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path,
+                       cfg: Config) -> dict[str, list[CheckResult]]:
+    """Every check in ``CHECKS`` over one shared pass: check name -> its results, registry order.
+
+    The checks in ``FEATURE_CHECKS`` are left out when the feature selection itself fails.
+    """
     lf = as_lazy(lf_or_path, cfg)
-    results: list[CheckResult] = []
     selection_ok = check_feature_columns(lf, cfg)[0].passed
+    out: dict[str, list[CheckResult]] = {}
     token = _MEMO.set({})  # aggregates shared by the checks of this call only
     try:
         for name, fn in CHECKS.items():
             if name in FEATURE_CHECKS and not selection_ok:
                 continue
-            results.extend(fn(lf, cfg))
+            out[name] = fn(lf, cfg)
     finally:
         _MEMO.reset(token)
-    return results
+    return out
+
+
+def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> list[CheckResult]:
+    """Run every check in ``CHECKS`` (one pass); feature checks are skipped when the selection
+    itself fails. The results of ``run_checks_by_name``, flat."""
+    return [r for results in run_checks_by_name(lf_or_path, cfg).values() for r in results]
 
 
 def cli_check_data(args: argparse.Namespace) -> int:

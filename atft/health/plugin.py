@@ -301,6 +301,16 @@ def atft_prepared(atft_config: Any, atft_data_path: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def atft_data_checks(atft_config: Any, atft_data_path: Path) -> dict[str, list[CheckResult]]:
+    """Every registered dataset check over ONE pass of the dataset: check name -> its results
+    (``atft.health.data.run_checks_by_name``; a failing feature selection leaves out the
+    feature checks)."""
+    from atft.health.data import run_checks_by_name
+
+    return run_checks_by_name(str(atft_data_path), atft_config)
+
+
+@pytest.fixture(scope="session")
 def allow_gat_bypass(pytestconfig: pytest.Config) -> bool:
     return bool(pytestconfig.getoption("allow_gat_bypass"))
 
