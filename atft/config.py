@@ -76,7 +76,7 @@ class GraphConfig:
     rank_by: str = "rho"  # neighbour score: "rho" (positive co-movement) | "abs" (|rho|); threshold applies to it
     return_column: str = ""  # backward 1-day return column; "" = the 1-day target lagged by one day
     cache_size: int = 4096  # graphs kept in the LRU cache (keyed by date, codes, parameters)
-    num_threads: int = 1  # torch threads while a graph is built (0 = torch's setting); restored after
+    num_threads: int = 0  # torch threads while a graph is built; 0 = the run's (train.num_threads); restored after
 
 
 @dataclass

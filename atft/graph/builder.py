@@ -149,14 +149,15 @@ class GraphBuilder:
         rank_by: "rho" keeps the most positively correlated neighbours (co-movement peers);
             "abs" ranks by ``|rho|`` (strong negative correlations become edges too). The
             threshold applies to the same score.
-        num_threads: torch threads while a graph is built (0 = leave torch's setting). The
-            ``[128, L] x [L, N]`` products are too small to gain from a second thread on a
-            shared 2-core machine, where its OpenMP spin made N=4,000 20x slower (bench/RESULTS.md).
+        num_threads: torch threads while a graph is built (0 = leave torch's setting). Idle, 2
+            threads build N=4,000 in half the time of 1 (bench/RESULTS.md section 2); on a 2-core
+            machine busy with other work their OpenMP spin made it 20x slower, so 1 is the
+            setting for shared CPUs (train.num_threads=1 gives it to the whole run).
     """
 
     def __init__(self, lookback: int = 60, min_obs: int = 40, top_k: int = 20, threshold: float = 0.3,
                  cache_size: int = 4096, cache_bytes: int = 2 * 2**30, residual: str = "none",
-                 rank_by: str = "abs", num_threads: int = 1) -> None:
+                 rank_by: str = "abs", num_threads: int = 0) -> None:
         if lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0:
             raise InputError(f"bad graph parameters lookback={lookback} min_obs={min_obs} top_k={top_k} "
                              f"threshold={threshold} cache_size={cache_size}. Fix: lookback, min_obs >= 2, "
