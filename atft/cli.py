@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write the synthetic panel with a known oracle IC")
     s.add_argument("--out", required=True, help="output parquet path (sidecar .json and truth parquet beside it)")
     s.add_argument("--stocks", type=int, default=None, help="number of stocks (default 300)")
-    s.add_argument("--days", type=int, default=None, help="number of trading days (default 750)")
+    s.add_argument("--days", type=int, default=None, help="number of trading days (default 1250)")
     s.add_argument("--features", type=int, default=None, help="number of features (default 32)")
     s.add_argument("--seed", type=int, default=None, help="generator seed (default 0)")
     s.add_argument("--config", default=None, help="config whose data.synthetic section gives the defaults")
