@@ -6,16 +6,19 @@ import json
 import re
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
 from atft.cli import main
 from atft.config import load
-from atft.data.synthetic import ensure_default_panel, sidecar_path
+from atft.data.oracle import oracle_on_predictions
+from atft.data.synthetic import ensure_default_panel, sidecar_path, truth_path
 from atft.horizons import Horizons
 from atft.train.run import oracle_for
 
-HEADER = ("horizon", "IC(test)", "95%", "CI", "RankIC", "Sharpe", "yhat_std", "oracle", "IC", "IC/oracle")
+HEADER = ("horizon", "IC(test)", "95%", "CI", "RankIC", "Sharpe", "yhat_std", "oracle", "IC", "IC/oracle",
+          "oracle(test", "rows)", "IC/oracle(test", "rows)")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,12 +61,16 @@ def test_train_prints_ic_next_to_the_oracle_then_resumes(root: Path, capsys: pyt
     oracle = json.loads(sidecar_path(ensure_default_panel(cfg)).read_text())["oracle_ic"]
     rows = table_rows(out)
     assert list(rows) == horizons.keys
+    same = oracle_on_predictions(pl.read_parquet(run_dir / "predictions_test.parquet"),
+                                 truth_path(ensure_default_panel(cfg)), horizons, cfg.data.min_stocks)
     for key, cells in rows.items():
-        ic, o = final["test"][key]["ic"], oracle[key]
+        ic, o, s = final["test"][key]["ic"], oracle[key], same[key]["oracle_ic"]
         assert cells[1] == f"{ic:.4f}"
         assert cells[4] == f"{final['test'][key]['rank_ic']:.4f}"
-        assert cells[-2] == f"{o:.4f}" and o > 0
-        assert cells[-1] == f"{ic / o:.2f}"
+        assert cells[-4] == f"{o:.4f}" and o > 0
+        assert cells[-3] == f"{ic / o:.2f}"
+        assert cells[-2] == f"{s:.4f}" and s != o  # the test rows' own oracle, not the panel's
+        assert cells[-1] == f"{ic / s:.2f}"
     assert final["oracle"]["oracle_ic"] == oracle
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
 

@@ -74,18 +74,43 @@ def oracle_for(cfg: Config, *, generate: bool = True) -> dict[str, Any] | None:
     return meta
 
 
-def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, Any] | None) -> str:
-    """Per horizon: test IC [95% CI], RankIC, Sharpe, yhat_std, and the oracle IC when known."""
-    rows = [("horizon", "IC(test)", "95% CI", "RankIC", "Sharpe", "yhat_std", "oracle IC", "IC/oracle")]
+def same_rows_oracle(cfg: Config, run_dir: Path, horizons: Horizons) -> dict[str, float] | None:
+    """The oracle's IC on exactly the run's test rows (from the synthetic truth file), or None.
+
+    The sidecar's oracle IC is over the whole panel; a split's own oracle differs from it by
+    about sd(daily IC) / sqrt(dates), more than model variants differ, so the ratio that
+    means something is against the same rows (``atft.data.oracle.oracle_on_predictions``).
+    """
+    import polars as pl
+
+    from atft.data.oracle import oracle_on_predictions
+    from atft.data.synthetic import ensure_default_panel, truth_path
+
+    data = Path(cfg.data.path) if cfg.data.path else ensure_default_panel(cfg)
+    preds = run_dir / "predictions_test.parquet"
+    if not data.is_file() or not truth_path(data).exists() or not preds.exists():
+        return None
+    same = oracle_on_predictions(pl.read_parquet(preds), truth_path(data), horizons, cfg.data.min_stocks)
+    return {k: v["oracle_ic"] for k, v in same.items()}
+
+
+def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, Any] | None,
+                  same_rows: dict[str, float] | None = None) -> str:
+    """Per horizon: test IC [95% CI], RankIC, Sharpe, yhat_std, and the oracle IC when known
+    (over the whole panel from the sidecar, and on the same test rows from the truth file)."""
+    rows = [("horizon", "IC(test)", "95% CI", "RankIC", "Sharpe", "yhat_std", "oracle IC", "IC/oracle",
+             "oracle(test rows)", "IC/oracle(test rows)")]
     oic = (oracle or {}).get("oracle_ic", {})
     for key in horizons.keys:
         m = final["test"][key]
-        o = oic.get(key)
+        o, s = oic.get(key), (same_rows or {}).get(key)
         lo, hi = m["ic_ci95"]
         rows.append((key, f"{m['ic']:.4f}", f"[{lo:.4f}, {hi:.4f}]", f"{m['rank_ic']:.4f}",
                      f"{m['sharpe']:.3f}", f"{m['yhat_std']:.5f}",
                      "-" if o is None else f"{o:.4f}",
-                     "-" if not o else f"{m['ic'] / o:.2f}"))
+                     "-" if not o else f"{m['ic'] / o:.2f}",
+                     "-" if s is None else f"{s:.4f}",
+                     "-" if not s else f"{m['ic'] / s:.2f}"))
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
 
@@ -110,5 +135,6 @@ def cli_train(args: argparse.Namespace) -> int:
     oracle = oracle_for(cfg)
     print(f"run: {result.run_dir}  best epoch {result.best_epoch} "
           f"({cfg.train.early_stopping_metric}={result.best_metric:.4f})")
-    print(summary_table(result.final, horizons, oracle))
+    print(summary_table(result.final, horizons, oracle,
+                        same_rows_oracle(cfg, result.run_dir, horizons) if oracle else None))
     return 0
