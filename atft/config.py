@@ -68,7 +68,7 @@ class GraphConfig:
     """Per-date stock-correlation graph."""
 
     enabled: bool = True  # build the graph; env DISABLE_GRAPH_BUILDER=1 sets False
-    lookback: int = 120  # L: days of backward returns in the correlation window
+    lookback: int = 250  # L: days of backward returns in the correlation window (one trading year)
     min_obs: int = 40  # minimum overlapping observations for a pair's correlation
     top_k: int = 20  # neighbours kept per stock by the rank_by score (before the symmetric union)
     threshold: float = 0.1  # minimum score (rho, or |rho| with rank_by=abs) for an edge

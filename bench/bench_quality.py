@@ -2,6 +2,8 @@
 
     python bench/bench_quality.py [--epochs 10] [--seeds 0 1 2] [--config default] [--json OUT]
                                   [key=value ...]
+    python bench/bench_quality.py --power 0 1 2                     # the oracle's own graph advantage per draw
+    python bench/bench_quality.py [key=value ...] --ceiling 0 1 2   # ridge ceilings with the graph's neighbour means
 
 For every training seed, ATFT-GAT-FAN and the same model with the graph path bypassed
 (``model.use_gat=false``) are trained side by side (one process and one torch thread each) with
@@ -25,6 +27,7 @@ import multiprocessing as mp
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,19 +51,25 @@ GAT, BYPASS, RIDGE = "ATFT-GAT-FAN", "GAT bypassed", "ridge (last day)"
 ORACLE_FRACTION, T_MIN = 0.8, 3.0
 
 
-def ridge_predictions(prepared: Prepared, split: str, alpha: float = 10.0) -> pl.DataFrame:
+Design = Callable[[int, np.ndarray], np.ndarray]  # (date index, stock rows [n]) -> inputs [n, F']
+
+
+def ridge_predictions(prepared: Prepared, split: str, alpha: float = 10.0,
+                      design: Design | None = None) -> pl.DataFrame:
     """Ridge per horizon on the last-day normalized features (fit on train dates only).
 
     Same rows, targets (training scale for the fit, return units in the frame) and splits as the
-    model; predictions rescaled to return units like the model's.
+    model; predictions rescaled to return units like the model's. ``design`` replaces the inputs
+    of a date's rows (default: their normalized features ``[n, F]``).
     """
     x, y = prepared.normalized.features, prepared.normalized.targets
     raw, valid = prepared.normalized.raw_targets, prepared.panel.valid
     h = prepared.horizons
+    inputs: Design = design or (lambda d, r: x[d, r])
 
     def stack(idx: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
         rows = [(int(d), np.flatnonzero(valid[d])) for d in idx]
-        return np.concatenate([x[d, r] for d, r in rows]), rows
+        return np.concatenate([inputs(d, r) for d, r in rows]), rows
 
     xtr, rows_tr = stack(prepared.split.train)
     ytr = np.concatenate([y[d, r] for d, r in rows_tr])
@@ -138,6 +147,68 @@ def oracle_power(cfg: Config, data_seed: int) -> dict[str, float]:
             "mean_diff": t.mean_diff, "t": t.t, "n_dates": t.n_dates}
 
 
+def neighbour_design(prepared: Prepared, graph: str) -> Design:
+    """Own last-day features next to their mean over a date's graph neighbours: ``[n, 2F]``.
+
+    ``graph``: "configured" (the run's correlation graph, ``prepared.graph_builder``) or
+    "sector" (every listed same-sector stock: the planted peer set).
+    """
+    x, panel, builder = prepared.normalized.features, prepared.panel, prepared.graph_builder
+
+    def inputs(d: int, rows: np.ndarray) -> np.ndarray:
+        xd = x[d, rows].astype(np.float64)  # [n, F]
+        if graph == "sector":
+            sec = panel.sector[rows]
+            same = (sec[:, None] == sec[None, :]) & (sec[:, None] >= 0)
+            np.fill_diagonal(same, False)
+            src, dst = np.nonzero(same)
+        else:
+            if builder is None:
+                raise SystemExit("the configured graph is off (graph.enabled or model.use_gat false): "
+                                 "no neighbours to average. Fix: drop that override for --ceiling.")
+            ei = builder.for_date(panel, d, rows)[0].numpy()
+            src, dst = ei[0], ei[1]
+        total, count = np.zeros_like(xd), np.zeros(len(rows))
+        np.add.at(total, dst, xd[src])
+        np.add.at(count, dst, 1.0)
+        return np.concatenate([xd, total / np.maximum(count, 1.0)[:, None]], axis=1)
+
+    return inputs
+
+
+def graph_ceiling(cfg: Config, data_seed: int) -> dict[str, float]:
+    """What a graph lets a linear model reach on the test split of panel ``data_seed`` (IC@1d).
+
+    Ridge on own features vs ridge on own features + their mean over the configured graph's
+    neighbours vs + the mean over the exact same-sector peers, each as a ratio to the oracle's
+    IC on the same rows, with the paired t of each graph ridge against the own-only ridge.
+    """
+    c = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, synthetic=dataclasses.replace(cfg.data.synthetic, seed=data_seed)))
+    path = ensure_default_panel(c)
+    prep = prepare(c, str(path))
+    h, ms, key = prep.horizons, c.data.min_stocks, prep.horizons.keys[0]
+    frames = {"own": ridge_predictions(prep, "test"),
+              "graph": ridge_predictions(prep, "test", design=neighbour_design(prep, "configured")),
+              "sector": ridge_predictions(prep, "test", design=neighbour_design(prep, "sector"))}
+    own = daily(frames["own"], h, key, ms)
+    out: dict[str, float] = {}
+    for name, frame in frames.items():
+        out[f"{name} / oracle"] = oracle_on_predictions(frame, truth_path(path), h, ms)[key]["ratio"]
+        if name != "own":
+            out[f"t({name} - own)"] = paired_ic_tstat(daily(frame, h, key, ms), own).t
+    valid = prep.panel.valid
+    shares = []
+    for d in prep.split.test:
+        rows = np.flatnonzero(valid[d])
+        ei = prep.graph_builder.for_date(prep.panel, int(d), rows)[0].numpy() if prep.graph_builder else None
+        if ei is not None and ei.shape[1]:
+            sec = prep.panel.sector[rows]
+            shares.append(float(np.mean(sec[ei[0]] == sec[ei[1]])))
+    out["same-sector edge share"] = float(np.mean(shares)) if shares else float("nan")
+    return out
+
+
 def verdicts(s: dict[str, Any], key: str) -> dict[str, bool]:
     row = s[key]
     return {f"IC >= {ORACLE_FRACTION} x oracle": row[GAT]["ratio"] >= ORACLE_FRACTION,
@@ -153,6 +224,8 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="write every measured number here")
     ap.add_argument("--power", type=int, nargs="*", default=None, metavar="DATA_SEED",
                     help="only the oracle's own graph advantage on the test split of these panel seeds")
+    ap.add_argument("--ceiling", type=int, nargs="*", default=None, metavar="DATA_SEED",
+                    help="only the ridge graph ceilings (own / + graph neighbours / + sector peers) per panel seed")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     ov = list(args.overrides) + ([f"train.max_epochs={args.epochs}"] if args.epochs else [])
@@ -171,6 +244,13 @@ def main() -> int:
         rows = [(sd, *oracle_power(cfg, sd).values()) for sd in (args.power or [cfg.data.synthetic.seed])]
         print("oracle (planted mu) vs own-features-only oracle, IC@1d on the test split")
         print(md_table(["panel seed", "oracle IC", "own-only IC", "dIC", "t", "dates"], rows))
+        return 0
+    if args.ceiling is not None:
+        seeds = args.ceiling or [cfg.data.synthetic.seed]
+        ceil = [graph_ceiling(cfg, sd) for sd in seeds]
+        print(f"ridge IC@1d / oracle on the test split; graph: lookback {cfg.graph.lookback}, top_k "
+              f"{cfg.graph.top_k}, residual {cfg.graph.residual}, rank_by {cfg.graph.rank_by}")
+        print(md_table(["panel seed", *ceil[0]], [(sd, *row.values()) for sd, row in zip(seeds, ceil, strict=True)]))
         return 0
     print(f"data {data_path}; config {args.config} {' '.join(ov)}; seeds {args.seeds}; "
           f"max_epochs {cfg.train.max_epochs}, early stopping on {cfg.train.early_stopping_metric}")
