@@ -9,6 +9,9 @@ factor, 2 % of cells NaN), so the graph has the edges a real panel gives. ``Grap
 count, best of ``--repeats`` interleaved runs (default 5; quick 2). The scaling exponent is the log-log slope of
 time on N.
 
+The configured default ``GraphConfig`` (lookback 250, market-model residual, rank by rho,
+threshold 0.1) is timed too, on a window of its own lookback at 1 thread.
+
 Baseline: the straightforward implementation, a Python loop over the N(N-1)/2 pairs with
 ``np.corrcoef`` on each pair's common observations, then the same top-k / threshold / union
 rule, run at N=100 (``--quick``: 60). Its edge set is checked equal to ``GraphBuilder``'s there.
@@ -28,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import be_nice, best_of, loglog_slope, machine_line, md_table  # noqa: E402
 
+from atft.config import GraphConfig  # noqa: E402
 from atft.graph.builder import GraphBuilder  # noqa: E402
 
 LOOKBACK = 60
@@ -92,8 +96,9 @@ def main() -> None:
     print(machine_line())
     # num_threads=0: this benchmark sets torch's threads itself (the builder would pin 1 otherwise)
     gb = GraphBuilder(lookback=LOOKBACK, num_threads=0)  # raw |rho|: min_obs 40, top_k 20, threshold 0.3
-    # the configured default's scoring (GraphConfig: market-model residual, positive rho, 0.1)
-    gb_res = GraphBuilder(lookback=LOOKBACK, threshold=0.1, residual="beta", rank_by="rho", num_threads=0)
+    # the configured default (GraphConfig: lookback 250, market-model residual, positive rho, 0.1)
+    gcfg = GraphConfig(num_threads=0)
+    gb_res = GraphBuilder.from_config(gcfg)
 
     r, sec, mkt = window(n_loop)
     t0 = time.perf_counter()
@@ -110,8 +115,9 @@ def main() -> None:
     rows, times = [], {1: [], default_threads: []}
     for n in sizes:
         r, sec, mkt = window(n)
+        r_cfg, sec_cfg, mkt_cfg = window(n, lookback=gcfg.lookback)
         fns = []
-        def run_res(r: np.ndarray = r, sec: np.ndarray = sec, mkt: np.ndarray = mkt) -> None:
+        def run_res(r: np.ndarray = r_cfg, sec: np.ndarray = sec_cfg, mkt: np.ndarray = mkt_cfg) -> None:
             torch.set_num_threads(1)
             gb_res.build(r, sec, mkt)
         for th in times:
@@ -128,7 +134,7 @@ def main() -> None:
         rows.append((n, edges, *best, res_s, extrap, extrap / min(best)))
     print()
     hdr = ["N", "edges", "GraphBuilder s (1 thread)", f"GraphBuilder s ({default_threads} threads)",
-           "residual=beta, rank_by=rho s (1 thread)",
+           f"configured default (L={gcfg.lookback}, residual={gcfg.residual}, rank_by={gcfg.rank_by}) s (1 thread)",
            f"per-pair loop s (EXTRAPOLATED from N={n_loop} by N^2)", "loop (extrapolated) / best GraphBuilder"]
     print(md_table(hdr, rows))
     for th, ts in times.items():
