@@ -1,7 +1,7 @@
 """The whole pipeline at scale: synth, check-data, prepare, and one training epoch, on CPU.
 
     nice -n 10 python bench/bench_scale.py [--quick] [--stocks N] [--days D] [--features F]
-                                          [--steps S] [--keep]
+                                          [--steps S] [--keep] [key=value ...]
 
 Each stage runs in its own subprocess (wall time and peak RSS from GNU time) on a generated
 panel of 4,000 stocks x 1,200 days x 82 features (``--quick``: 500 x 300 x 82), written under
@@ -37,7 +37,7 @@ from atft.model.atft_gat_fan import ATFT_GAT_FAN
 from atft.train.loop import train_epoch
 from atft.train.loss import MultiHorizonLoss
 path, steps, prepare_only = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-cfg = load("default", [f"data.path={path}"], apply_env=False)
+cfg = load("default", [f"data.path={path}", *json.loads(sys.argv[4])], apply_env=False)
 t0 = time.perf_counter()
 prep = prepare(cfg)
 out = {"prepare_s": time.perf_counter() - t0, **prep.timings, "shape": list(prep.panel.features.shape)}
@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--features", type=int, default=82)
     p.add_argument("--steps", type=int, default=None, help="training steps timed (default 20; quick 2)")
     p.add_argument("--keep", action="store_true", help="keep the generated panel")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value for prepare / training")
     args = p.parse_args()
     be_nice(10)
     print(machine_line())
@@ -77,8 +78,8 @@ def main() -> None:
         stages = [("atft synth", [*cli, "synth", "--out", str(path), "--stocks", str(n), "--days", str(d),
                                   "--features", str(f)]),
                   ("atft check-data", [*cli, "check-data", str(path)]),
-                  ("prepare (load + split + normalize)", [python(), "-c", EPOCH, str(path), "0", "1"]),
-                  (f"train_epoch, {steps} steps", [python(), "-c", EPOCH, str(path), str(steps), "0"])]
+                  ("prepare (load + split + normalize)", [python(), "-c", EPOCH, str(path), "0", "1", json.dumps(args.overrides)]),
+                  (f"train_epoch, {steps} steps", [python(), "-c", EPOCH, str(path), str(steps), "0", json.dumps(args.overrides)])]
         for name, cmd in stages:
             if name == "atft synth" and path.exists():
                 continue
@@ -110,7 +111,7 @@ def main() -> None:
                 s.unlink(missing_ok=True)
     print()
     print(md_table(["stage", "wall s", "peak RSS", "notes"], rows))
-    print(f"panel: {n} stocks x {d} days x {f} features")
+    print(f"panel: {n} stocks x {d} days x {f} features; config default {' '.join(args.overrides)}")
     print(f"what breaks first: {broke or 'nothing at this size'}")
 
 
