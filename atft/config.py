@@ -32,7 +32,7 @@ class SynthConfig:
     days: int = 1250  # number of trading days (~5 years, like a 2020-2025 J-Quants panel)
     features: int = 32  # number of feature columns (informative + noise)
     informative: int = 8  # how many of the features carry the own part of the signal
-    sectors: int = 12  # number of sectors (>= 10 so a correlation graph recovers them)
+    sectors: int = 33  # number of sectors (TOPIX-33: ~9 stocks each at 300; why: atft/data/synthetic.py)
     graph_share: float = 0.4  # s: share of the planted signal's variance that comes from peers
     oracle_ic: float = 0.10  # target oracle IC at 1 day (sets the signal scale c)
     seed: int = 0  # generator seed; the same seed gives the same file
@@ -98,6 +98,7 @@ class ModelConfig:
     edge_dropout: float = 0.1  # share of edges dropped per training step
     gat_node_inputs: bool = True  # GAT node features also get a projection of the last-day inputs
     linear_skip: bool = False  # add a linear map of the last-day inputs to every quantile (wide & deep)
+    graph_skip: bool = False  # add a linear map of the edge-gated neighbour mean of the last-day inputs (graph path)
     quantiles: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])  # quantile levels; median = point
     head_init_std: float = 0.15  # std of the head's last-layer init: first predictions spread ~0.25 target std
 

@@ -29,7 +29,7 @@ from atft.errors import InputError
 from atft.horizons import looks_like_target, output_key, target_column
 
 HORIZONS = (1, 5, 10, 20)
-SMALL = SynthParams(stocks=60, days=300, features=12, informative=4, seed=3)
+SMALL = SynthParams(stocks=60, days=300, features=12, informative=4, sectors=12, seed=3)
 TARGETS = [target_column(h) for h in HORIZONS]
 
 
@@ -215,3 +215,11 @@ def test_cli_synth_writes_three_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (meta["shape"]["stocks"], meta["shape"]["days"], meta["seed"]) == (60, 120, 2)
     assert pl.read_parquet(out).height == meta["shape"]["rows"] == pl.read_parquet(truth_path(out)).height
     assert cli.main(["synth", "--out", str(tmp_path / "bad.txt"), "--config", "smoke"]) == 2
+
+
+def test_cli_synth_few_stocks_gets_fewer_sectors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "few.parquet"
+    assert cli.main(["synth", "--out", str(out), "--stocks", "40", "--days", "80", "--features", "6"]) == 0
+    assert "20 sectors" in capsys.readouterr().out
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["params"]["sectors"] == 20 and pl.read_parquet(out)["sector"].n_unique() == 20
