@@ -255,3 +255,38 @@ def test_linear_skip_shifts_every_quantile_by_a_linear_map_of_the_last_day() -> 
     sum(q.square().sum() for q in m(b)["predictions"].values()).backward()
     assert float(m.linear_skip.weight.grad.norm()) > 0
     assert build(smoke()).linear_skip is None
+
+
+def test_graph_skip_adds_a_linear_map_of_the_gated_neighbour_mean_and_goes_with_the_graph() -> None:
+    m = build(smoke("model.graph_skip=true")).eval()
+    gs = m.graph_skip
+    assert gs is not None and float(gs.linear.weight.abs().sum()) == 0.0  # starts as a no-op
+    b = day(9, k=3)
+    with torch.no_grad():
+        base = m(b)
+        torch.nn.init.normal_(gs.linear.weight)
+        torch.nn.init.normal_(gs.gate.weight)
+        out = m(b)
+        # reference: per-target loop over incoming edges, sigmoid edge gates, weighted mean
+        x, (src, dst) = b.features[:, -1], b.edge_index
+        w = torch.sigmoid(b.edge_attr @ gs.gate.weight.T + gs.gate.bias).squeeze(-1)
+        mean = torch.zeros_like(x)
+        for i in range(9):
+            inc = dst == i
+            if inc.any():
+                mean[i] = (w[inc, None] * x[src[inc]]).sum(0) / w[inc].sum()
+        shift = mean @ gs.linear.weight.T + gs.linear.bias  # [N, horizons]
+    for j, key in enumerate(m.keys):
+        torch.testing.assert_close(out["predictions"][key] - base["predictions"][key],
+                                   shift[:, j : j + 1].expand(-1, len(m.quantiles)), rtol=1e-4, atol=1e-5)
+    # an isolated stock gets the bias only; without edges the skip is a constant
+    lone = b.without_edges()
+    with torch.no_grad():
+        torch.testing.assert_close(gs(lone.features[:, -1], lone.edge_index, lone.edge_attr),
+                                   gs.linear.bias.expand(9, -1))
+    m.train()
+    sum(q.square().sum() for q in m(b)["predictions"].values()).backward()
+    assert float(gs.linear.weight.grad.norm()) > 0 and float(gs.gate.weight.grad.norm()) > 0
+    # the graph skip is part of the graph path: bypassing the GAT switches it off too
+    assert build(smoke("model.graph_skip=true", "model.use_gat=false")).graph_skip is None
+    assert build(smoke()).graph_skip is None

@@ -9,6 +9,7 @@
     z, g   = Fusion(z_t, z_g)                   [N, H], gate [N]
     q      = Heads(z)                           {horizon_{h}d: [N, Q]}, point = median
     q      = q + Linear(x[:, -1])               optional linear skip of the last-day inputs [N, F]
+    q      = q + Linear(mean_nbr x[:, -1])      optional linear graph skip (edge-gated neighbour mean)
 
 The linear skip (``model.linear_skip``, zero at init) shifts every quantile of horizon h by
 the same linear map of the last-day inputs: a wide-and-deep split in which the linear part of a
@@ -39,6 +40,7 @@ from atft.horizons import output_key
 from atft.model.adaptive_norm import FrequencyAdaptiveNorm, SliceAdaptiveNorm
 from atft.model.fusion import GatedFusion
 from atft.model.gat import GraphAttentionEncoder
+from atft.model.graph_skip import NeighbourLinearSkip
 from atft.model.heads import MultiHorizonHeads
 from atft.model.tft import TemporalEncoder
 from atft.model.vsn import VariableSelectionNetwork
@@ -59,6 +61,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         graph_off_reason: why the graph path is off, for the one WARNING logged at construction.
         linear_skip: add ``Linear(F -> horizons)`` of the last-day inputs to every quantile
             (``linear_skip`` None when off).
+        graph_skip: add ``Linear(F -> horizons)`` of the edge-gated mean of the neighbours'
+            last-day inputs (``NeighbourLinearSkip``; None when off or when the graph path is off).
 
     Shapes:
         batch.features ``[N, T, F]``, edge_index ``[2, E]``, edge_attr ``[E, 3]``;
@@ -72,7 +76,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                  gat_heads: Sequence[int] | None = (4, 2), gat_dropout: float = 0.1,
                  edge_dropout: float = 0.1, head_init_std: float = 0.05,
                  graph_off_reason: str = "gat_heads=None", gat_node_inputs: bool = True,
-                 linear_skip: bool = False) -> None:
+                 linear_skip: bool = False, graph_skip: bool = False) -> None:
         super().__init__()
         if num_features < 1:
             raise ShapeError(f"num_features must be >= 1, got {num_features}. Fix: set "
@@ -98,6 +102,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                           if gat_heads is not None and gat_node_inputs else None)
         self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, head_init_std, dropout)
         self.linear_skip = nn.Linear(num_features, len(self.keys)) if linear_skip else None
+        self.graph_skip = (NeighbourLinearSkip(num_features, len(self.keys))
+                           if gat_heads is not None and graph_skip else None)
         if self.gat is None:
             log.warning("ATFT_GAT_FAN: the graph path (GAT) is bypassed (%s): predictions use the "
                         "temporal path only, in training and evaluation alike", graph_off_reason)
@@ -131,11 +137,13 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                    m.lstm_layers, m.attention_heads, m.dropout, m.adaptive_norm, m.fan_top_k,
                    m.san_slice_len, list(m.gat_heads) if graph_on else None, m.gat_dropout,
                    m.edge_dropout, m.head_init_std, graph_off_reason=reason,
-                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip)
+                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip,
+                   graph_skip=m.graph_skip)
 
     def reset_parameters(self) -> None:
         """Re-initialize every block (a fresh, valid model)."""
-        for part in (self.vsn, self.fan, self.san, self.tft, self.gat, self.fusion, self.heads):
+        for part in (self.vsn, self.fan, self.san, self.tft, self.gat, self.fusion, self.heads,
+                     self.graph_skip):
             if part is not None:
                 part.reset_parameters()
         if self.norm_scale is not None:
@@ -176,8 +184,12 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         else:
             gate = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)  # temporal path only
         predictions, point = self.heads(z)
-        if self.linear_skip is not None:
-            lin = self.linear_skip(batch.features[:, -1])  # [N, len(keys)]
+        last = batch.features[:, -1]  # [N, F]
+        lin = self.linear_skip(last) if self.linear_skip is not None else None  # [N, len(keys)]
+        if self.graph_skip is not None:
+            nbr = self.graph_skip(last, batch.edge_index, batch.edge_attr)  # [N, len(keys)]
+            lin = nbr if lin is None else lin + nbr
+        if lin is not None:
             predictions = {k: q + lin[:, j : j + 1] for j, (k, q) in enumerate(predictions.items())}
             point = {k: p + lin[:, j] for j, (k, p) in enumerate(point.items())}
         out: dict[str, Any] = {"predictions": predictions, "point": point, "fusion_gate": gate}
