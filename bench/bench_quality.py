@@ -4,6 +4,7 @@
                                   [key=value ...]
     python bench/bench_quality.py --power 0 1 2                     # the oracle's own graph advantage per draw
     python bench/bench_quality.py [key=value ...] --ceiling 0 1 2   # ridge ceilings with the graph's neighbour means
+    python bench/bench_quality.py [key=value ...] --ceiling 0 --split val   # the same on the validation split
 
 For every training seed, ATFT-GAT-FAN and the same model with the graph path bypassed
 (``model.use_gat=false``) are trained side by side (one process and one torch thread each) with
@@ -176,21 +177,22 @@ def neighbour_design(prepared: Prepared, graph: str) -> Design:
     return inputs
 
 
-def graph_ceiling(cfg: Config, data_seed: int) -> dict[str, float]:
-    """What a graph lets a linear model reach on the test split of panel ``data_seed`` (IC@1d).
+def graph_ceiling(cfg: Config, data_seed: int, split: str = "test") -> dict[str, float]:
+    """What a graph lets a linear model reach on ``split`` of panel ``data_seed`` (IC@1d).
 
     Ridge on own features vs ridge on own features + their mean over the configured graph's
     neighbours vs + the mean over the exact same-sector peers, each as a ratio to the oracle's
     IC on the same rows, with the paired t of each graph ridge against the own-only ridge.
+    Choose graph settings with ``split="val"``: the test split is for the final figures only.
     """
     c = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, synthetic=dataclasses.replace(cfg.data.synthetic, seed=data_seed)))
     path = ensure_default_panel(c)
     prep = prepare(c, str(path))
     h, ms, key = prep.horizons, c.data.min_stocks, prep.horizons.keys[0]
-    frames = {"own": ridge_predictions(prep, "test"),
-              "graph": ridge_predictions(prep, "test", design=neighbour_design(prep, "configured")),
-              "sector": ridge_predictions(prep, "test", design=neighbour_design(prep, "sector"))}
+    frames = {"own": ridge_predictions(prep, split),
+              "graph": ridge_predictions(prep, split, design=neighbour_design(prep, "configured")),
+              "sector": ridge_predictions(prep, split, design=neighbour_design(prep, "sector"))}
     own = daily(frames["own"], h, key, ms)
     out: dict[str, float] = {}
     for name, frame in frames.items():
@@ -199,7 +201,7 @@ def graph_ceiling(cfg: Config, data_seed: int) -> dict[str, float]:
             out[f"t({name} - own)"] = paired_ic_tstat(daily(frame, h, key, ms), own).t
     valid = prep.panel.valid
     shares = []
-    for d in prep.split.test:
+    for d in prep.split.get(split):
         rows = np.flatnonzero(valid[d])
         ei = prep.graph_builder.for_date(prep.panel, int(d), rows)[0].numpy() if prep.graph_builder else None
         if ei is not None and ei.shape[1]:
@@ -226,6 +228,8 @@ def main() -> int:
                     help="only the oracle's own graph advantage on the test split of these panel seeds")
     ap.add_argument("--ceiling", type=int, nargs="*", default=None, metavar="DATA_SEED",
                     help="only the ridge graph ceilings (own / + graph neighbours / + sector peers) per panel seed")
+    ap.add_argument("--split", default="test", choices=("val", "test"),
+                    help="split scored by --ceiling (choose settings on val)")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     ov = list(args.overrides) + ([f"train.max_epochs={args.epochs}"] if args.epochs else [])
@@ -247,8 +251,8 @@ def main() -> int:
         return 0
     if args.ceiling is not None:
         seeds = args.ceiling or [cfg.data.synthetic.seed]
-        ceil = [graph_ceiling(cfg, sd) for sd in seeds]
-        print(f"ridge IC@1d / oracle on the test split; graph: lookback {cfg.graph.lookback}, top_k "
+        ceil = [graph_ceiling(cfg, sd, args.split) for sd in seeds]
+        print(f"ridge IC@1d / oracle on the {args.split} split; graph: lookback {cfg.graph.lookback}, top_k "
               f"{cfg.graph.top_k}, residual {cfg.graph.residual}, rank_by {cfg.graph.rank_by}")
         print(md_table(["panel seed", *ceil[0]], [(sd, *row.values()) for sd, row in zip(seeds, ceil, strict=True)]))
         return 0
