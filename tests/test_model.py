@@ -236,6 +236,16 @@ def test_diagnose_head_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
                      "--threshold", "1e9"]) == 1
 
 
+def assert_shifts_every_quantile(m: ATFT_GAT_FAN, base: dict, out: dict, shift: torch.Tensor,
+                                 **tol: float) -> None:
+    """``out`` = ``base`` with every quantile of horizon j moved by ``shift[:, j]``; point = median."""
+    for j, key in enumerate(m.keys):
+        torch.testing.assert_close(out["predictions"][key] - base["predictions"][key],
+                                   shift[:, j : j + 1].expand(-1, len(m.quantiles)), **tol)
+        torch.testing.assert_close(out["point"][key], out["predictions"][key][:, 1])
+        assert (out["predictions"][key].diff(dim=1) > 0).all()
+
+
 def test_linear_skip_shifts_every_quantile_by_a_linear_map_of_the_last_day() -> None:
     m = build(smoke("model.linear_skip=true")).eval()
     assert m.linear_skip is not None and float(m.linear_skip.weight.abs().sum()) == 0.0  # starts as a no-op
@@ -246,11 +256,7 @@ def test_linear_skip_shifts_every_quantile_by_a_linear_map_of_the_last_day() -> 
         torch.nn.init.normal_(m.linear_skip.bias)
         out = m(b)
         lin = b.features[:, -1] @ m.linear_skip.weight.T + m.linear_skip.bias  # [N, horizons]
-    for j, key in enumerate(m.keys):
-        torch.testing.assert_close(out["predictions"][key] - base["predictions"][key],
-                                   lin[:, j : j + 1].expand(-1, len(m.quantiles)))
-        torch.testing.assert_close(out["point"][key], out["predictions"][key][:, 1])
-        assert (out["predictions"][key].diff(dim=1) > 0).all()
+    assert_shifts_every_quantile(m, base, out, lin)
     m.train()
     sum(q.square().sum() for q in m(b)["predictions"].values()).backward()
     assert float(m.linear_skip.weight.grad.norm()) > 0
@@ -276,9 +282,7 @@ def test_graph_skip_adds_a_linear_map_of_the_gated_neighbour_mean_and_goes_with_
             if inc.any():
                 mean[i] = (w[inc, None] * x[src[inc]]).sum(0) / w[inc].sum()
         shift = mean @ gs.linear.weight.T + gs.linear.bias  # [N, horizons]
-    for j, key in enumerate(m.keys):
-        torch.testing.assert_close(out["predictions"][key] - base["predictions"][key],
-                                   shift[:, j : j + 1].expand(-1, len(m.quantiles)), rtol=1e-4, atol=1e-5)
+    assert_shifts_every_quantile(m, base, out, shift, rtol=1e-4, atol=1e-5)
     # an isolated stock gets the bias only; without edges the skip is a constant
     lone = b.without_edges()
     with torch.no_grad():
