@@ -263,15 +263,16 @@ def test_linear_skip_shifts_every_quantile_by_a_linear_map_of_the_last_day() -> 
     assert build(smoke()).linear_skip is None
 
 
-def test_graph_skip_adds_a_linear_map_of_the_gated_neighbour_mean_and_goes_with_the_graph() -> None:
+def test_graph_skip_adds_an_anchored_linear_peer_effect_and_goes_with_the_graph() -> None:
     m = build(smoke("model.graph_skip=true")).eval()
     gs = m.graph_skip
-    assert gs is not None and float(gs.linear.weight.abs().sum()) == 0.0  # starts as a no-op
+    assert gs is not None and float(gs.direction.weight.abs().sum()) == 0.0  # starts as a no-op
+    assert gs.anchor == m.keys.index("horizon_1d")  # the shortest horizon trains the direction
     b = day(9, k=3)
     with torch.no_grad():
         base = m(b)
-        torch.nn.init.normal_(gs.linear.weight)
-        torch.nn.init.normal_(gs.gate.weight)
+        for p in (gs.direction.weight, gs.gate.weight, gs.loading, gs.bias):
+            torch.nn.init.normal_(p)
         out = m(b)
         # reference: per-target loop over incoming edges, sigmoid edge gates, weighted mean
         x, (src, dst) = b.features[:, -1], b.edge_index
@@ -281,16 +282,25 @@ def test_graph_skip_adds_a_linear_map_of_the_gated_neighbour_mean_and_goes_with_
             inc = dst == i
             if inc.any():
                 mean[i] = (w[inc, None] * x[src[inc]]).sum(0) / w[inc].sum()
-        shift = mean @ gs.linear.weight.T + gs.linear.bias  # [N, horizons]
+        d = mean @ gs.direction.weight.T  # [N, 1]
+        loading = gs.loading.clone()
+        loading[gs.anchor] = 1.0
+        shift = d * loading + gs.bias  # [N, horizons]
     assert_shifts_every_quantile(m, base, out, shift, rtol=1e-4, atol=1e-5)
-    # an isolated stock gets the bias only; without edges the skip is a constant
+    # an isolated stock gets the biases only
     lone = b.without_edges()
     with torch.no_grad():
         torch.testing.assert_close(gs(lone.features[:, -1], lone.edge_index, lone.edge_attr),
-                                   gs.linear.bias.expand(9, -1))
+                                   gs.bias.expand(9, -1))
+    # only the anchor horizon trains the direction and the edge gate; the others train their loading
     m.train()
-    sum(q.square().sum() for q in m(b)["predictions"].values()).backward()
-    assert float(gs.linear.weight.grad.norm()) > 0 and float(gs.gate.weight.grad.norm()) > 0
+    others = [k for j, k in enumerate(m.keys) if j != gs.anchor]
+    sum(m(b)["predictions"][k].square().sum() for k in others).backward()
+    assert float(gs.direction.weight.grad.abs().sum()) == 0.0 and float(gs.gate.weight.grad.abs().sum()) == 0.0
+    assert float(gs.loading.grad.abs().sum()) > 0
+    m.zero_grad()
+    m(b)["predictions"][m.keys[gs.anchor]].square().sum().backward()
+    assert float(gs.direction.weight.grad.norm()) > 0 and float(gs.gate.weight.grad.norm()) > 0
     # the graph skip is part of the graph path: bypassing the GAT switches it off too
     assert build(smoke("model.graph_skip=true", "model.use_gat=false")).graph_skip is None
     assert build(smoke()).graph_skip is None

@@ -9,7 +9,7 @@
     z, g   = Fusion(z_t, z_g)                   [N, H], gate [N]
     q      = Heads(z)                           {horizon_{h}d: [N, Q]}, point = median
     q      = q + Linear(x[:, -1])               optional linear skip of the last-day inputs [N, F]
-    q      = q + Linear(mean_nbr x[:, -1])      optional linear graph skip (edge-gated neighbour mean)
+    q      = q + l_h (v . mean_nbr x[:, -1])    optional linear graph skip (edge-gated neighbour mean)
 
 The linear skip (``model.linear_skip``, zero at init) shifts every quantile of horizon h by
 the same linear map of the last-day inputs: a wide-and-deep split in which the linear part of a
@@ -61,8 +61,9 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         graph_off_reason: why the graph path is off, for the one WARNING logged at construction.
         linear_skip: add ``Linear(F -> horizons)`` of the last-day inputs to every quantile
             (``linear_skip`` None when off).
-        graph_skip: add ``Linear(F -> horizons)`` of the edge-gated mean of the neighbours'
-            last-day inputs (``NeighbourLinearSkip``; None when off or when the graph path is off).
+        graph_skip: add a linear peer effect of the edge-gated mean of the neighbours' last-day
+            inputs, its direction learnt on the shortest horizon (``NeighbourLinearSkip``; None
+            when off or when the graph path is off).
 
     Shapes:
         batch.features ``[N, T, F]``, edge_index ``[2, E]``, edge_attr ``[E, 3]``;
@@ -102,7 +103,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                           if gat_heads is not None and gat_node_inputs else None)
         self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, head_init_std, dropout)
         self.linear_skip = nn.Linear(num_features, len(self.keys)) if linear_skip else None
-        self.graph_skip = (NeighbourLinearSkip(num_features, len(self.keys))
+        shortest = min(range(len(horizons)), key=lambda j: horizons[j])  # the skip's anchor horizon
+        self.graph_skip = (NeighbourLinearSkip(num_features, len(self.keys), anchor=shortest)
                            if gat_heads is not None and graph_skip else None)
         if self.gat is None:
             log.warning("ATFT_GAT_FAN: the graph path (GAT) is bypassed (%s): predictions use the "
