@@ -117,6 +117,7 @@ class TrainConfig:
     pinball_weight: float = 1.0  # weight of the pinball (quantile) loss
     corr_weight: float = 0.1  # weight of the per-date (1 - Pearson) term; 0 = off
     horizon_weights: list[float] = field(default_factory=list)  # one per horizon; [] = equal (normalized to sum 1)
+    cost_bps: float = 0.0  # cost per unit of long-short turnover in basis points: metrics' sharpe_net (0 = gross)
     early_stopping_metric: str = "val/ic_1d"  # metric watched for early stopping and best.pt
     early_stopping_mode: str = "max"  # "max" | "min"
     patience: int = 0  # epochs without improvement before stopping; 0 = off
@@ -163,6 +164,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
 
+    @property
+    def graph_on(self) -> bool:
+        """The graph path (GAT, graph skip, graph builder) is on only when both ``model.use_gat``
+        and ``graph.enabled`` are (env ``BYPASS_GAT_COMPLETELY`` / ``DISABLE_GRAPH_BUILDER`` turn
+        one of them off): THE switch, read by the pipeline, the model, checkpoints and checks."""
+        return bool(self.model.use_gat) and bool(self.graph.enabled)
+
 
 # env flag -> (config key, value it sets when the flag is "1"/"true")
 ENV_FLAGS: dict[str, tuple[str, Any]] = {
@@ -205,6 +213,49 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
                       f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}.")
 
 
+BASE_KEY = "base"  # a YAML's "base: <config>" layers it on that config (a packaged name or a path)
+
+
+def _read_yaml(p: Path) -> DictConfig:
+    try:
+        file_cfg = OmegaConf.load(p)
+    except Exception as exc:  # yaml errors are not OmegaConf exceptions
+        raise ConfigError(f"cannot read config {p}: {exc}. Fix: make it valid YAML.") from None
+    if file_cfg is None or (isinstance(file_cfg, DictConfig) and not file_cfg):
+        return OmegaConf.create({})
+    if not isinstance(file_cfg, DictConfig):
+        raise ConfigError(f"config {p} holds a {type(file_cfg).__name__}, not a mapping of sections. "
+                          "Fix: write sections at the top level, e.g. 'train:\n  lr: 3e-4'.")
+    return file_cfg
+
+
+def config_chain(path: str | os.PathLike[str]) -> list[tuple[Path, DictConfig]]:
+    """The file at ``path`` and the bases it names, nearest first: ``[(file, its YAML without the
+    base key), (its base, ...), ...]``. A base is a packaged name (``default``) or a path relative
+    to the file naming it.
+
+    Raises:
+        ConfigError: unreadable YAML, a base that does not exist, or a cycle of bases.
+    """
+    chain: list[tuple[Path, DictConfig]] = []
+    seen: list[Path] = []
+    p = resolve_path(path)
+    while True:
+        if p.resolve() in seen:
+            names = " -> ".join(str(x) for x in [*seen, p.resolve()])
+            raise ConfigError(f"config bases form a cycle: {names}. Fix: remove one '{BASE_KEY}:' line.")
+        seen.append(p.resolve())
+        file_cfg = _read_yaml(p)
+        base = file_cfg.pop(BASE_KEY, None) if BASE_KEY in file_cfg else None
+        chain.append((p, file_cfg))
+        if base is None:
+            return chain
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"config {p}: '{BASE_KEY}' must name a config (e.g. 'default'), got {base!r}.")
+        rel = p.parent / base
+        p = rel if rel.is_file() else resolve_path(base)
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
@@ -212,10 +263,11 @@ def load(
     env: dict[str, str] | None = None,
     apply_env: bool = True,
 ) -> Config:
-    """Defaults <- YAML file <- ``key=value`` overrides <- env flags.
+    """Defaults <- the YAML's bases <- the YAML file <- ``key=value`` overrides <- env flags.
 
     Args:
-        path: YAML file of overrides (or a packaged config name); None = defaults only.
+        path: YAML file of overrides (or a packaged config name); None = defaults only. A file
+            may name ``base: <config>``: it is layered on that config (``config_chain``).
         overrides: dotted ``key=value`` strings (``train.lr=3e-4``).
         env: environment to read flags from (default ``os.environ``).
         apply_env: apply ``ENV_FLAGS`` (the health suite reads the raw config with False).
@@ -225,17 +277,11 @@ def load(
     """
     cfg: DictConfig = OmegaConf.structured(Config)
     if path is not None:
-        p = resolve_path(path)
-        try:
-            file_cfg = OmegaConf.load(p)
-        except Exception as exc:  # yaml errors are not OmegaConf exceptions
-            raise ConfigError(f"cannot read config {p}: {exc}. Fix: make it valid YAML.") from None
-        if file_cfg is None or (isinstance(file_cfg, DictConfig) and not file_cfg):
-            file_cfg = OmegaConf.create({})
-        try:
-            cfg = OmegaConf.merge(cfg, file_cfg)  # type: ignore[assignment]
-        except OmegaConfBaseException as exc:
-            _raise(exc, str(p))
+        for p, file_cfg in reversed(config_chain(path)):  # the root base first, the named file last
+            try:
+                cfg = OmegaConf.merge(cfg, file_cfg)  # type: ignore[assignment]
+            except OmegaConfBaseException as exc:
+                _raise(exc, str(p))
     if overrides:
         for ov in overrides:
             if "=" not in ov:

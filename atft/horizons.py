@@ -5,7 +5,9 @@ From the configured horizons (default ``[1, 5, 10, 20]``) this module derives:
 * the dataset target column for h from a template (default ``feat_ret_{h}d``; the recovery
   plan's ``horizon_{h}`` is the same thing under another template),
 * the model output key ``horizon_{h}d`` used by loss, metrics, logs and the report,
-* the prediction column ``pred_horizon_{h}d`` of the prediction parquet files.
+* the prediction column ``pred_horizon_{h}d`` of the prediction parquet files,
+* the metric suffix ``{h}d`` of logged metrics (``val/ic_1d``, ``train/loss_5d``),
+* the synthetic truth columns ``mu_horizon_{h}d`` / ``mu_own_horizon_{h}d``.
 
 A configured horizon without its target column, or a prediction without its target, is an
 error naming the symmetric difference, never a skipped term or a zero loss.
@@ -41,6 +43,22 @@ def parse_output_key(key: str) -> int:
 def pred_column(h: int) -> str:
     """Prediction column in ``predictions_*.parquet``: ``pred_horizon_{h}d``."""
     return f"pred_{output_key(h)}"
+
+
+def metric_suffix(key: str) -> str:
+    """``horizon_1d`` -> ``1d``: the suffix of logged per-horizon metrics (``val/ic_1d``)."""
+    return f"{parse_output_key(key)}d"
+
+
+def metric_name(prefix: str, name: str, key: str) -> str:
+    """``metric_name("val", "ic", "horizon_1d")`` -> ``val/ic_1d``."""
+    return f"{prefix}/{name}_{metric_suffix(key)}"
+
+
+def truth_column(h: int, own_only: bool = False) -> str:
+    """Synthetic truth column of horizon h: ``mu_horizon_{h}d`` (``mu_own_horizon_{h}d``: the
+    own-features-only mean, without the graph part)."""
+    return f"mu_{'own_' if own_only else ''}{output_key(h)}"
 
 
 def target_column(h: int, template: str = DEFAULT_TEMPLATE) -> str:
@@ -103,6 +121,10 @@ class Horizons:
     @property
     def pred_columns(self) -> list[str]:
         return [pred_column(h) for h in self.horizons]
+
+    def truth_columns(self, own_only: bool = False) -> list[str]:
+        """Synthetic truth columns in configured order (``truth_column``)."""
+        return [truth_column(h, own_only) for h in self.horizons]
 
     def target_of(self, key: str) -> str:
         return target_column(parse_output_key(key), self.template)

@@ -95,7 +95,8 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     print(machine_line())
     # num_threads=0: this benchmark sets torch's threads itself (the builder would pin 1 otherwise)
-    gb = GraphBuilder(lookback=LOOKBACK, num_threads=0)  # raw |rho|: min_obs 40, top_k 20, threshold 0.3
+    gb = GraphBuilder(lookback=LOOKBACK, min_obs=40, top_k=20, threshold=0.3, residual="none", rank_by="abs",
+                      num_threads=0)  # raw |rho|
     # the configured default (GraphConfig: lookback 250, market-model residual, positive rho, 0.1)
     gcfg = GraphConfig(num_threads=0)
     gb_res = GraphBuilder.from_config(gcfg)

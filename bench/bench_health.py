@@ -43,7 +43,7 @@ def main() -> None:
     config = "smoke" if args.quick else "default"
     with tempfile.TemporaryDirectory(prefix="atft_bench_health_") as tmp:
         # generate the default panel first (cached by hash), so no contender pays for it
-        run_measured([python(), "-c", f"from atft.config import load; from atft.data.synthetic import "
+        run_measured([python(), "-c", f"from atft.config import load; from atft.synth.cache import "
                       f"ensure_default_panel; ensure_default_panel(load('{config}', apply_env=False))"], cwd=REPO)
         where = ["health_tests/test_config.py", "health_tests/test_dataset.py"] if args.quick else ["health_tests"]
         suite = [python(), "-m", "pytest", "-m", "smoke", *where, "-p", "no:cacheprovider", "-q",

@@ -27,12 +27,15 @@ import torch
 
 from atft.config import load
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
-from atft.model.diagnose import random_day_batch
-from atft.model.vsn import VariableSelectionNetwork, loop_reference
+from atft.model.vsn import VariableSelectionNetwork
+from atft.synth.batches import random_day_batch
 from atft.train.loss import MultiHorizonLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import best_of  # noqa: E402
+
+from tests.reference import loop_reference  # noqa: E402  (the test suite's reference VSN)
 
 timed = best_of  # best (minimum) seconds of each function over interleaved rounds
 

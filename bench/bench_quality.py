@@ -41,12 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, md_table  # noqa: E402
 
 from atft.config import Config, load  # noqa: E402
-from atft.data.oracle import oracle_on_predictions  # noqa: E402
-from atft.data.pipeline import Prepared, prepare  # noqa: E402
-from atft.data.synthetic import ensure_default_panel, truth_path  # noqa: E402
+from atft.data.pipeline import Prepared  # noqa: E402
+from atft.eval.inference import paired_ic_tstat  # noqa: E402
+from atft.eval.metrics import DailyIC, per_date_ic  # noqa: E402
 from atft.horizons import Horizons  # noqa: E402
-from atft.train.loop import fit  # noqa: E402
-from atft.train.metrics import DailyIC, paired_ic_tstat, per_date_ic  # noqa: E402
+from atft.synth.cache import ensure_default_panel, truth_path  # noqa: E402
+from atft.synth.oracle import oracle_on_predictions  # noqa: E402
+from atft.train.fit import fit  # noqa: E402
+from atft.train.prepare import prepare  # noqa: E402
 
 GAT, BYPASS, RIDGE = "ATFT-GAT-FAN", "GAT bypassed", "ridge (last day)"
 ORACLE_FRACTION, T_MIN = 0.8, 3.0

@@ -32,9 +32,9 @@ EPOCH = """
 import json, sys, time, logging
 import torch
 from atft.config import load
-from atft.data.pipeline import prepare
+from atft.train.prepare import prepare
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
-from atft.train.loop import train_epoch
+from atft.train.step import train_epoch
 from atft.train.loss import MultiHorizonLoss
 path, steps, prepare_only = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 cfg = load("default", [f"data.path={path}", *json.loads(sys.argv[4])], apply_env=False)

@@ -33,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_TMP, be_nice, machine_line, md_table  # noqa: E402
 
 from atft.config import Config, load  # noqa: E402
-from atft.data.pipeline import Prepared, prepare  # noqa: E402
-from atft.data.synthetic import SynthParams, generate, write_panel  # noqa: E402
+from atft.data.pipeline import Prepared
 from atft.model.atft_gat_fan import ATFT_GAT_FAN  # noqa: E402
+from atft.synth.cache import write_panel
+from atft.synth.generator import SynthParams, generate  # noqa: E402
 from atft.train.loss import MultiHorizonLoss  # noqa: E402
+from atft.train.prepare import prepare  # noqa: E402
 
 
 def production_panel(stocks: int, days: int, features: int = 82) -> Path:

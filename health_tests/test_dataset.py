@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from atft.health.data import CHECKS, FEATURE_CHECKS, feature_columns
+from atft.health.dataset_checks import CHECKS, FEATURE_CHECKS, feature_columns
 
 pytestmark = pytest.mark.smoke
 
 
 @pytest.fixture(scope="module")
 def dataset_lf(atft_data_path, atft_config):
-    from atft.health.data import as_lazy
+    from atft.health.dataset_checks import as_lazy
 
     return as_lazy(str(atft_data_path), atft_config)
 

@@ -39,7 +39,7 @@ def loss_fn(atft_config):
 
 def test_horizon_keys_agree(atft_model, day_batch, loss_fn, horizons, atft_data_path, atft_config, health):
     from atft.data.source import scan
-    from atft.train.loop import metrics_from_predictions, predict
+    from atft.train.step import metrics_from_predictions, predict
 
     columns = list(scan(atft_data_path).collect_schema().names())
     with torch.no_grad():

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def _fit(cfg, prepared, tmp_path_factory, epochs: int):
-    from atft.train.loop import fit
+    from atft.train.fit import fit
 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, max_epochs=epochs, run_dir=str(tmp_path_factory.mktemp("runs")),
@@ -29,8 +29,8 @@ def _oracle_same_rows(cfg, data_path, res, horizons):
     """Oracle IC on exactly the test rows of the run (None when the data has no truth file)."""
     import polars as pl
 
-    from atft.data.oracle import oracle_on_predictions
-    from atft.data.synthetic import truth_path
+    from atft.synth.cache import truth_path
+    from atft.synth.oracle import oracle_on_predictions
 
     truth = truth_path(data_path)
     if not truth.exists():

@@ -8,18 +8,32 @@ import pytest
 import torch
 
 from atft.config import Config, load
+from atft.data.normalize import Normalizer
 from atft.errors import ConfigError, InputError, ShapeError
-from atft.model import checkpoint as ckpt_mod
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
-from atft.model.checkpoint import load_checkpoint, load_model, save_checkpoint
-from atft.model.diagnose import random_day_batch
+from atft.synth.batches import random_day_batch
+from atft.train import checkpoint as ckpt_mod
+from atft.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 F = 5
 
 
 def smoke(*overrides: str) -> Config:
     return load("smoke", list(overrides), apply_env=False)
+
+
+def fitted_normalizer() -> Normalizer:
+    """A normalizer in the state a run leaves (F feature bounds, 4 horizon scales)."""
+    norm = Normalizer()
+    norm.load_state_dict({"winsor_quantile": 0.01, "clip": 4.0, "target_scaling": "cs_demean",
+                          "feature_names": [f"x{k}" for k in range(F)], "lower": [-3.0 - k for k in range(F)],
+                          "upper": [3.0 + k for k in range(F)], "target_std": [0.01, 0.02, 0.03, 0.04],
+                          "num_train_dates": 77})
+    return norm
+
+
+NORM = fitted_normalizer()
 
 
 def trained_state(tmp_path: Path) -> tuple[ATFT_GAT_FAN, Config, dict]:
@@ -40,7 +54,7 @@ def trained_state(tmp_path: Path) -> tuple[ATFT_GAT_FAN, Config, dict]:
 def test_round_trip_identical_outputs_and_extra(tmp_path: Path) -> None:
     model, cfg, extra = trained_state(tmp_path)
     path = tmp_path / "ck" / "last.pt"
-    save_checkpoint(path, model, cfg, extra=extra)
+    save_checkpoint(path, model, cfg, NORM, extra=extra)
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
     ck = load_checkpoint(path)
     assert ck["num_features"] == F and ck["format_version"] == ckpt_mod.FORMAT_VERSION
@@ -52,8 +66,9 @@ def test_round_trip_identical_outputs_and_extra(tmp_path: Path) -> None:
     opt.load_state_dict(ck["optimizer"])  # optimizer state survives weights_only
     assert opt.state_dict()["param_groups"][0]["lr"] == 0.01
 
-    loaded, stored_cfg = load_model(path, cfg, F)
+    loaded, stored_cfg, norm = load_model(path, cfg, F)
     assert not loaded.training and stored_cfg == cfg
+    assert norm.state_dict() == NORM.state_dict()  # the normalizer comes back exactly
     b = random_day_batch(7, cfg.data.sequence_length, F, 4, k=3, seed=4)
     with torch.no_grad():
         want, got = model(b), loaded(b)
@@ -64,7 +79,7 @@ def test_round_trip_identical_outputs_and_extra(tmp_path: Path) -> None:
 def test_feature_count_mismatch_names_both_numbers(tmp_path: Path) -> None:
     model, cfg, _ = trained_state(tmp_path)
     path = tmp_path / "best.pt"
-    save_checkpoint(path, model, cfg)
+    save_checkpoint(path, model, cfg, NORM)
     with pytest.raises(ShapeError, match=rf"F={F} features but the data has F={F + 3}"):
         load_model(path, num_features=F + 3)
     with pytest.raises(ShapeError, match=rf"F={F} .*model.num_features in the config has F=9"):
@@ -75,7 +90,7 @@ def test_feature_count_mismatch_names_both_numbers(tmp_path: Path) -> None:
 def test_switch_mismatch_is_a_config_error(tmp_path: Path) -> None:
     model, cfg, _ = trained_state(tmp_path)
     path = tmp_path / "best.pt"
-    save_checkpoint(path, model, cfg)
+    save_checkpoint(path, model, cfg, NORM)
     with pytest.raises(ConfigError, match="graph path .*checkpoint True, config False"):
         load_model(path, smoke("model.use_gat=false"))
     with pytest.raises(ConfigError, match="adaptive_norm: checkpoint True, config False"):
@@ -85,7 +100,7 @@ def test_switch_mismatch_is_a_config_error(tmp_path: Path) -> None:
 def test_failed_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, cfg, _ = trained_state(tmp_path)
     path = tmp_path / "last.pt"
-    save_checkpoint(path, model, cfg, extra={"epoch": 1})
+    save_checkpoint(path, model, cfg, NORM, extra={"epoch": 1})
 
     def broken_save(obj: object, f: object) -> None:
         Path(str(f)).write_bytes(b"half")
@@ -93,7 +108,7 @@ def test_failed_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(ckpt_mod.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, model, cfg, extra={"epoch": 2})
+        save_checkpoint(path, model, cfg, NORM, extra={"epoch": 2})
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert load_checkpoint(path)["epoch"] == 1
@@ -102,7 +117,7 @@ def test_failed_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: p
 def test_bad_inputs_are_input_errors(tmp_path: Path) -> None:
     model, cfg, _ = trained_state(tmp_path)
     with pytest.raises(InputError, match="reserved keys \\['config'\\]"):
-        save_checkpoint(tmp_path / "x.pt", model, cfg, extra={"config": {}})
+        save_checkpoint(tmp_path / "x.pt", model, cfg, NORM, extra={"config": {}})
     with pytest.raises(InputError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
@@ -117,7 +132,7 @@ def test_diagnose_head_reads_a_checkpoint(tmp_path: Path, capsys: pytest.Capture
     from atft.cli import main
 
     model, cfg, _ = trained_state(tmp_path)
-    save_checkpoint(tmp_path / "best.pt", model, cfg)
+    save_checkpoint(tmp_path / "best.pt", model, cfg, NORM)
     assert main(["diagnose-head", "--config", "smoke", "--checkpoint", str(tmp_path / "best.pt")]) == 0
     assert f"checkpoint {tmp_path / 'best.pt'}" in capsys.readouterr().out
     assert main(["diagnose-head", "--config", "smoke", "--checkpoint", str(tmp_path / "best.pt"),

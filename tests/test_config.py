@@ -62,3 +62,29 @@ def test_quick_and_safe_presets_are_the_default_but_for_their_documented_keys() 
                   for f in dataclasses.fields(getattr(default, section.name))
                   if getattr(getattr(default, section.name), f.name) != getattr(getattr(preset, section.name), f.name)}
         assert differ == keys, (name, differ)
+
+
+def test_presets_hold_only_what_differs_through_their_base() -> None:
+    from atft.config import config_chain
+
+    for name, keys in (("quick", {"train"}), ("safe", {"train"})):
+        chain = config_chain(name)
+        assert [p.name for p, _ in chain] == [f"{name}.yaml", "default.yaml"]
+        assert set(chain[0][1]) == keys  # the preset's own file: only the keys it changes
+
+
+def test_a_base_chain_layers_files_and_rejects_cycles_and_missing_bases(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain:\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: default\ntrain:\n  lr: 0.1\n  seed: 7\n")
+    cfg = load(tmp_path / "a.yaml", apply_env=False)
+    assert cfg.train.lr == 0.5 and cfg.train.seed == 7 and cfg.model.hidden_size == load("default").model.hidden_size
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("base: no_such_preset\n")
+    with pytest.raises(ConfigError, match="config file not found: no_such_preset"):
+        load(tmp_path / "e.yaml")
+    (tmp_path / "f.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="not a mapping"):
+        load(tmp_path / "f.yaml")

@@ -14,7 +14,7 @@ import pytest
 from atft.cli import main
 from atft.config import Config
 from atft.errors import DataError
-from atft.health.data import (
+from atft.health.dataset_checks import (
     CHECKS,
     check_target_date_nan_ratio,
     check_target_nan_ratio,
@@ -195,7 +195,7 @@ def test_cli_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_leakage_medians_match_the_polars_group_by_corr() -> None:
     """The moment-matmul leakage figures equal per-date ``pl.corr`` medians of the float32 values
     (NaN, null, constant date, a date with 2 rows, an int feature, shuffled rows)."""
-    from atft.health.data import MIN_CORR_PAIRS, leakage_medians
+    from atft.data.stats import MIN_CORR_PAIRS, leakage_medians
 
     rng = np.random.default_rng(0)
     df = clean_panel().with_columns(
@@ -227,7 +227,8 @@ def test_leakage_medians_match_the_polars_group_by_corr() -> None:
 
 def _polars_date_stats(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
     """``date_stats`` by definition: one polars group_by per date (the pre-streaming implementation)."""
-    from atft.health.data import _selection_problems, missing
+    from atft.data.schema import missing
+    from atft.data.schema import selection_problems as _selection_problems
 
     schema, d = df.schema, cfg.data
     feats = [f for f in _selection_problems(schema, cfg)[0] if f in schema and schema[f].is_numeric()]
@@ -247,7 +248,7 @@ def _polars_leak_medians(df: pl.DataFrame, feats: list[str], targets: list[str],
     Each column is first shifted by its date minimum (exact in float64): ``pl.corr`` in a lazy
     group_by loses ~1e-10 on a column whose |mean| / std is 1e7 (``f_far``).
     """
-    from atft.health.data import MIN_CORR_PAIRS
+    from atft.data.stats import MIN_CORR_PAIRS
 
     def value(c: str) -> pl.Expr:
         v = pl.col(c).cast(pl.Float32).cast(pl.Float64).fill_nan(None)
@@ -302,7 +303,7 @@ ORDERS: dict[str, Callable[[pl.DataFrame], pl.DataFrame]] = {
 @pytest.fixture
 def grid_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records the batch layout (``_grid`` kind) of every batch of the passes in a test."""
-    from atft.health import scan
+    from atft.data import stats as scan
 
     kinds: list[str] = []
     grid = scan._grid
@@ -322,7 +323,8 @@ def test_one_pass_date_stats_equal_the_polars_group_by(order: str, batch_rows: i
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.health import data, scan
+    from atft.data import stats as scan
+    from atft.health import dataset_checks as data
 
     monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", batch_rows)
     cfg, df = _messy_cfg(), ORDERS[order](messy_panel())
@@ -335,7 +337,7 @@ def test_one_pass_date_stats_equal_the_polars_group_by(order: str, batch_rows: i
 def test_one_pass_date_stats_other_date_dtypes(date_dtype: pl.DataType) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.health.data import date_stats
+    from atft.health.dataset_checks import date_stats
 
     cfg = _messy_cfg()
     df = messy_panel().with_columns(pl.col("Date").cast(date_dtype))
@@ -349,7 +351,8 @@ def test_one_pass_target_stats_equal_the_legit_tail_group_by(order: str, batch_r
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.health import data, scan
+    from atft.data import stats as scan
+    from atft.health import dataset_checks as data
 
     monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", batch_rows)
     cfg, df = _messy_cfg(), ORDERS[order](messy_panel())
@@ -361,7 +364,7 @@ def test_one_pass_target_stats_equal_the_legit_tail_group_by(order: str, batch_r
 
 def test_duplicate_rows_fall_back_to_the_ordinal_rank() -> None:
     """With duplicate (Code, Date) rows "the last h rows" depend on the row order: polars decides."""
-    from atft.health import data
+    from atft.health import dataset_checks as data
 
     cfg = _cfg()
     df = pl.concat([clean_panel(), clean_panel().filter(_stock(2) & _date(N_DATES - 1))])
@@ -374,7 +377,7 @@ def test_duplicate_rows_fall_back_to_the_ordinal_rank() -> None:
 @pytest.mark.parametrize("order", sorted(ORDERS))
 def test_leakage_medians_across_batches_and_layouts(order: str, batch_rows: int | None, cells: int,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from atft.health import data, scan
+    from atft.data import stats as scan
 
     monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", batch_rows)
     monkeypatch.setattr(scan, "SCAN_CELLS", cells)
@@ -382,27 +385,27 @@ def test_leakage_medians_across_batches_and_layouts(order: str, batch_rows: int 
     df = ORDERS[order](messy_panel().with_columns(
         f_near=pl.col("feat_ret_5d") * 3 + 100 + pl.Series(rng.normal(0, 0.001, messy_panel().height))))
     feats, targets = ["f0", "f1", "f_cnt", "f_far", "f_near"], ["feat_ret_1d", "feat_ret_5d"]
-    got = data.leakage_medians(df.lazy(), "Date", feats, targets)
+    got = scan.leakage_medians(df.lazy(), "Date", feats, targets)
     np.testing.assert_allclose(got, _polars_leak_medians(df, feats, targets), rtol=0, atol=1e-12)
     assert got[feats.index("f_near"), 1] > 0.99
 
 
 def test_leakage_batch_layouts_are_all_exercised(monkeypatch: pytest.MonkeyPatch, grid_kinds: list[str]) -> None:
     """Regular panels take the no-copy layouts; ragged or shuffled batches are gathered; same figures."""
-    from atft.health import data, scan
+    from atft.data import stats as scan
 
     feats, targets = ["f0", "f1", "f2"], ["feat_ret_1d", "feat_ret_5d"]
     ref = _polars_leak_medians(clean_panel(), feats, targets)
     for order, rows in (("code-sorted", 60), ("date-sorted", 50), ("shuffled", 64)):
         monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", rows)
-        got = data.leakage_medians(ORDERS[order](clean_panel()).lazy(), "Date", feats, targets)
+        got = scan.leakage_medians(ORDERS[order](clean_panel()).lazy(), "Date", feats, targets)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
     assert {"slot", "date", "gather"} <= set(grid_kinds)
 
 
 def test_leakage_skips_a_date_with_inf() -> None:
     """+-inf in a column on a date: no correlation of that column on that date (the others stay)."""
-    from atft.health.data import leakage_medians
+    from atft.data.stats import leakage_medians
 
     df = clean_panel()
     planted = df.with_columns(f0=pl.when(_stock(3) & _date(4)).then(float("inf")).otherwise(pl.col("f0")))
@@ -413,7 +416,7 @@ def test_leakage_skips_a_date_with_inf() -> None:
 
 
 def test_pairwise_date_corr_matches_pl_corr() -> None:
-    from atft.health.data import pairwise_date_corr
+    from atft.data.stats import pairwise_date_corr
 
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (6, 20, 3)).astype(np.float32)
@@ -432,7 +435,7 @@ def test_pairwise_date_corr_matches_pl_corr() -> None:
 
 
 def _pl_corr(df: pl.DataFrame, x: str, y: str) -> float:
-    from atft.health.data import MIN_CORR_PAIRS
+    from atft.data.stats import MIN_CORR_PAIRS
 
     d = df.select(pl.col(x).cast(pl.Float64).fill_nan(None), pl.col(y).cast(pl.Float64).fill_nan(None)).drop_nulls()
     if d.height < MIN_CORR_PAIRS:
@@ -452,7 +455,8 @@ def test_run_checks_on_an_empty_frame_measures_nothing() -> None:
 def test_one_pass_reads_chunked_batches(cut: int, monkeypatch: pytest.MonkeyPatch, grid_kinds: list[str]) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.health import data, scan
+    from atft.data import stats as scan
+    from atft.health import dataset_checks as data
 
     monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", 10 * N_DATES)  # 10 whole stocks per batch
     cfg, df = _cfg(), clean_panel()
@@ -461,20 +465,21 @@ def test_one_pass_reads_chunked_batches(cut: int, monkeypatch: pytest.MonkeyPatc
     got = data.date_stats(chunked.lazy(), cfg)
     assert_frame_equal(got, _polars_date_stats(df, cfg).select(got.columns))
     feats, targets = ["f0", "f1", "f2"], ["feat_ret_1d", "feat_ret_5d"]
-    np.testing.assert_allclose(data.leakage_medians(chunked.lazy(), "Date", feats, targets),
+    np.testing.assert_allclose(scan.leakage_medians(chunked.lazy(), "Date", feats, targets),
                                _polars_leak_medians(df, feats, targets), rtol=0, atol=1e-12)
     assert set(grid_kinds) == {"slot"}
 
 
 def test_a_parquet_file_is_read_in_whole_row_groups(tmp_path: Path) -> None:
     """From a path, batches are whole row groups (polars decodes a whole group for any slice of it)."""
-    from atft.health import data
+    from atft.data import stats as scan
+    from atft.health import dataset_checks as data
 
     cfg, df = _messy_cfg(), messy_panel()
     df.write_parquet(tmp_path / "p.parquet", row_group_size=100)
     lf = data.as_lazy(tmp_path / "p.parquet", cfg)
     q = lf.select("Date")
-    ranges = data._ranges(lf, q, 250)  # 250 rows wanted: two row groups of 100 per batch
+    ranges = scan._ranges(lf, q, 250)  # 250 rows wanted: two row groups of 100 per batch
     assert ranges[0] == (0, 200) and sum(n for _, n in ranges) == df.height
     assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:], strict=False))
     from_file = run_checks(tmp_path / "p.parquet", cfg)

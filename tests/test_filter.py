@@ -14,7 +14,7 @@ from atft.cli import main
 from atft.config import Config
 from atft.data.filter import filter_dataset
 from atft.errors import DataError
-from atft.health.data import CHECKS
+from atft.health.dataset_checks import CHECKS
 
 N_STOCKS, N_DATES = 25, 30
 DATES = [dt.date(2023, 1, 2) + dt.timedelta(days=i) for i in range(N_DATES)]

@@ -11,9 +11,11 @@ import torch
 from atft.config import GraphConfig
 from atft.data.panel import Panel
 from atft.errors import InputError
-from atft.graph.builder import GraphBuilder, pairwise_corr
+from atft.graph.builder import GraphBuilder
+from tests.reference import raw_builder
+from tests.reference import pairwise_corr
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 
 
 def block_returns(num_dates: int = 60, groups: int = 3, per_group: int = 8, seed: int = 0,
@@ -66,7 +68,7 @@ def test_correlation_matches_per_pair_loop() -> None:
 
 def test_edges_match_reference_topk_union() -> None:
     r, _ = block_returns(num_dates=50, groups=3, per_group=5, missing=0.1, seed=2)
-    b = GraphBuilder(lookback=50, min_obs=30, top_k=2, threshold=0.2, cache_size=0)
+    b = raw_builder(lookback=50, min_obs=30, top_k=2, threshold=0.2, cache_size=0)
     ei, ea = b.build(r, np.full(15, -1), np.full(15, -1))
     ref = loop_corr(r, min_obs=30)
     score = np.where(np.isnan(ref), -1.0, np.abs(ref))
@@ -82,7 +84,7 @@ def test_edges_match_reference_topk_union() -> None:
 
 def test_planted_blocks_recovered_symmetric_no_self_loops() -> None:
     r, g = block_returns(num_dates=60, groups=3, per_group=10, seed=3)
-    ei, ea = GraphBuilder(lookback=60, min_obs=40, top_k=5, threshold=0.3).build(r, g, np.zeros(30, np.int64))
+    ei, ea = raw_builder(lookback=60, min_obs=40, top_k=5, threshold=0.3).build(r, g, np.zeros(30, np.int64))
     src, dst = ei.numpy()
     assert ei.dtype == torch.long and ea.dtype == torch.float32 and ea.shape == (ei.shape[1], 3)
     assert ei.shape[1] >= 30 * 5  # every node keeps its top-5 (before the union)
@@ -96,7 +98,7 @@ def test_planted_blocks_recovered_symmetric_no_self_loops() -> None:
 
 def test_top_k_bounds_out_degree_before_union() -> None:
     r, g = block_returns(num_dates=60, groups=1, per_group=12, seed=4)
-    ei, _ = GraphBuilder(lookback=60, min_obs=40, top_k=3, threshold=0.0).build(r, g, g)
+    ei, _ = raw_builder(lookback=60, min_obs=40, top_k=3, threshold=0.0).build(r, g, g)
     deg = np.bincount(ei[0].numpy(), minlength=12)
     # one dense block: each node picks 3, the union adds in-edges; never more than 3 + in-picks
     assert deg.min() >= 3 and ei.shape[1] <= 2 * 12 * 3
@@ -105,14 +107,14 @@ def test_top_k_bounds_out_degree_before_union() -> None:
 def test_unknown_sector_and_market_are_zero() -> None:
     r, g = block_returns(num_dates=60, groups=1, per_group=4, seed=5)
     sector = np.array([-1, -1, 0, 0])
-    ei, ea = GraphBuilder(lookback=60, min_obs=40, top_k=3).build(r, sector, np.full(4, -1))
+    ei, ea = raw_builder(lookback=60, min_obs=40, top_k=3).build(r, sector, np.full(4, -1))
     same = {(int(s), int(d)): float(v) for s, d, v in zip(ei[0], ei[1], ea[:, 1], strict=True)}
     assert same[(0, 1)] == 0.0 and same[(2, 3)] == 1.0
     assert (ea[:, 2] == 0).all()
 
 
 def test_degenerate_inputs_give_empty_graphs() -> None:
-    b = GraphBuilder(lookback=10, min_obs=5, top_k=2)
+    b = raw_builder(lookback=10, min_obs=5, top_k=2)
     for r in (np.zeros((10, 1)), np.zeros((10, 0)), np.zeros((3, 5)), np.full((10, 4), np.nan)):
         ei, ea = b.build(r, np.zeros(r.shape[1], np.int64), np.zeros(r.shape[1], np.int64))
         assert ei.shape == (2, 0) and ea.shape == (0, 3)
@@ -121,7 +123,7 @@ def test_degenerate_inputs_give_empty_graphs() -> None:
 def test_no_look_ahead_in_for_date() -> None:
     r, g = block_returns(num_dates=100, groups=2, per_group=6, seed=6, missing=0.0)
     d, rows = 70, np.arange(12)
-    make = lambda: GraphBuilder(lookback=30, min_obs=20, top_k=3, threshold=0.1, cache_size=0)  # noqa: E731
+    make = lambda: raw_builder(lookback=30, min_obs=20, top_k=3, threshold=0.1, cache_size=0)  # noqa: E731
     base = make().for_date(make_panel(r), d, rows)
     future = r.copy()
     future[d + 1:] = np.random.default_rng(9).normal(size=future[d + 1:].shape)  # every later return
@@ -137,8 +139,8 @@ def test_for_date_indices_are_into_rows_and_window_ends_at_d() -> None:
     r, g = block_returns(num_dates=80, groups=2, per_group=6, seed=7, missing=0.0)
     panel = make_panel(r, sector=g)
     rows = np.array([11, 0, 7, 3, 5])
-    ei, ea = GraphBuilder(lookback=40, min_obs=30, top_k=2, threshold=0.1).for_date(panel, 60, rows)
-    want_ei, want_ea = GraphBuilder(lookback=40, min_obs=30, top_k=2, threshold=0.1).build(
+    ei, ea = raw_builder(lookback=40, min_obs=30, top_k=2, threshold=0.1).for_date(panel, 60, rows)
+    want_ei, want_ea = raw_builder(lookback=40, min_obs=30, top_k=2, threshold=0.1).build(
         r[21:61][:, rows], g[rows], np.full(5, -1))
     assert torch.equal(ei, want_ei) and torch.allclose(ea, want_ea)
     assert ei.numel() and ei.max() < rows.size
@@ -148,7 +150,7 @@ def test_cache_key_includes_the_date() -> None:
     r, g = block_returns(num_dates=120, groups=3, per_group=5, seed=8, missing=0.0)
     r[60:] = np.random.default_rng(1).normal(size=r[60:].shape)  # regime change: different graphs later
     panel = make_panel(r, sector=g)
-    b = GraphBuilder(lookback=40, min_obs=30, top_k=3, threshold=0.2, cache_size=8)
+    b = raw_builder(lookback=40, min_obs=30, top_k=3, threshold=0.2, cache_size=8)
     rows = np.arange(15)
     g_early = b.for_date(panel, 59, rows)
     g_late = b.for_date(panel, 110, rows)  # same rows, another date (and same first date character)
@@ -162,17 +164,17 @@ def test_cache_key_includes_the_date() -> None:
 def test_cache_is_bounded_lru() -> None:
     r, _ = block_returns(num_dates=50, groups=1, per_group=4, seed=9)
     panel = make_panel(r)
-    b = GraphBuilder(lookback=10, min_obs=5, top_k=2, cache_size=2)
+    b = raw_builder(lookback=10, min_obs=5, top_k=2, cache_size=2)
     for d in (10, 11, 10, 12):  # 10 refreshed, so 11 is evicted
         b.for_date(panel, d, np.arange(4))
     assert b.cached == 2 and b.hits == 1
     b.for_date(panel, 10, np.arange(4))
     b.for_date(panel, 11, np.arange(4))
     assert b.hits == 2 and b.misses == 4
-    one = GraphBuilder(lookback=10, min_obs=5, top_k=2, threshold=0.0)
+    one = raw_builder(lookback=10, min_obs=5, top_k=2, threshold=0.0)
     size = sum(t.element_size() * t.numel() for t in one.for_date(panel, 10, np.arange(4)))
     assert size > 0
-    small = GraphBuilder(lookback=10, min_obs=5, top_k=2, threshold=0.0, cache_bytes=2 * size)
+    small = raw_builder(lookback=10, min_obs=5, top_k=2, threshold=0.0, cache_bytes=2 * size)
     for d in (10, 11, 12, 13):
         small.for_date(panel, d, np.arange(4))
     assert small.cached == 2  # the byte bound evicts before the count bound (4096)
@@ -214,7 +216,7 @@ def _market_model_residual(r: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("residual", ["demean", "beta"])
 def test_residual_correlations_match_the_per_pair_loop(residual: str) -> None:
     r, g = market_block_returns()
-    b = GraphBuilder(lookback=120, min_obs=60, top_k=4, threshold=0.0, cache_size=0, residual=residual)
+    b = raw_builder(lookback=120, min_obs=60, top_k=4, threshold=0.0, cache_size=0, residual=residual)
     ei, ea = b.build(r, np.full(g.size, -1), np.full(g.size, -1))
     resid = r - np.nanmean(r, axis=1, keepdims=True) if residual == "demean" else _market_model_residual(r)
     want = loop_corr(resid, min_obs=60)
@@ -222,7 +224,7 @@ def test_residual_correlations_match_the_per_pair_loop(residual: str) -> None:
 
 
 def _sector_precision(r: np.ndarray, g: np.ndarray, **kw: object) -> float:
-    b = GraphBuilder(lookback=120, min_obs=60, top_k=4, threshold=0.0, cache_size=0, **kw)  # type: ignore[arg-type]
+    b = raw_builder(lookback=120, min_obs=60, top_k=4, threshold=0.0, cache_size=0, **kw)  # type: ignore[arg-type]
     src, dst = b.build(r, np.full(g.size, -1), np.full(g.size, -1))[0].numpy()
     return float((g[src] == g[dst]).mean())
 
@@ -240,8 +242,8 @@ def test_rank_by_rho_drops_negatively_correlated_neighbours() -> None:
     r, g = block_returns(num_dates=60, groups=2, per_group=6, seed=8)
     r[:, 6:] = -r[:, :6] + 0.002 * np.random.default_rng(9).normal(size=(60, 6))  # group 1 mirrors group 0
     kw = dict(lookback=60, min_obs=40, top_k=3, threshold=0.2, cache_size=0)
-    _, ea_abs = GraphBuilder(**kw, rank_by="abs").build(r, g, g)  # type: ignore[arg-type]
-    _, ea_rho = GraphBuilder(**kw, rank_by="rho").build(r, g, g)  # type: ignore[arg-type]
+    _, ea_abs = raw_builder(**kw, rank_by="abs").build(r, g, g)  # type: ignore[arg-type]
+    _, ea_rho = raw_builder(**kw, rank_by="rho").build(r, g, g)  # type: ignore[arg-type]
     assert (ea_abs[:, 0] < 0).any() and (ea_rho[:, 0] > 0.2).all()
 
 
@@ -257,7 +259,7 @@ def test_residual_and_rank_are_part_of_the_cache_key_and_validated() -> None:
 
 def test_build_runs_at_its_thread_count_and_restores_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
-    b = GraphBuilder(lookback=60, min_obs=40, top_k=3, num_threads=1, cache_size=0)
+    b = raw_builder(lookback=60, min_obs=40, top_k=3, num_threads=1, cache_size=0)
     real = b._build
     monkeypatch.setattr(b, "_build", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
     before = torch.get_num_threads()

@@ -14,11 +14,12 @@ from atft.config import Config
 from atft.data.loader import DayBatchLoader
 from atft.data.normalize import NormalizedPanel, Normalizer
 from atft.data.panel import Panel
-from atft.data.pipeline import prepare
 from atft.errors import InputError
 from atft.graph.builder import GraphBuilder
+from tests.reference import raw_builder
+from atft.train.prepare import prepare
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 D0 = dt.date(2022, 1, 3)
 
 
@@ -117,12 +118,12 @@ def test_graphs_are_per_day_offset_and_block_diagonal() -> None:
     valid = np.ones((40, 6), bool)
     valid[35, 0] = False
     panel, norm = tiny(valid, returns=returns, sector=g)
-    builder = GraphBuilder(lookback=20, min_obs=15, top_k=2, threshold=0.3)
+    builder = raw_builder(lookback=20, min_obs=15, top_k=2, threshold=0.3)
     loader = DayBatchLoader(panel, norm, np.array([34, 35, 36]), seq_len=2, batch_size=12, graph_builder=builder)
     b, last = list(loader)  # 6 + 5 stocks fit in 12, the third day (6) does not
     assert b.meta["date_indices"] == [34, 35] and last.meta["date_indices"] == [36]
     b.validate(num_features=2)  # raises on an edge across days or an index out of range
-    fresh = GraphBuilder(lookback=20, min_obs=15, top_k=2, threshold=0.3, cache_size=0)
+    fresh = raw_builder(lookback=20, min_obs=15, top_k=2, threshold=0.3, cache_size=0)
     ei0, _ = fresh.for_date(panel, 34, np.arange(6))
     ei1, ea1 = fresh.for_date(panel, 35, np.array([1, 2, 3, 4, 5]))
     want = torch.cat([ei0, ei1 + 6], dim=1)

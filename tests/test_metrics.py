@@ -10,15 +10,8 @@ import pytest
 from scipy import stats
 
 from atft.errors import InputError
-from atft.train.metrics import (
-    DailyIC,
-    compute_metrics,
-    ic_bootstrap_ci,
-    long_short_returns,
-    paired_ic_tstat,
-    per_date_ic,
-    sharpe,
-)
+from atft.eval.inference import ic_bootstrap_ci, paired_ic_tstat
+from atft.eval.metrics import DailyIC, compute_metrics, long_short_returns, per_date_ic, sharpe
 
 TOL = 1e-9
 

@@ -14,11 +14,12 @@ from atft.cli import main as cli_main
 from atft.config import Config, load
 from atft.data.batch import DayBatch
 from atft.errors import DataError, ShapeError
+from atft.eval.spread import head_spread
 from atft.horizons import Horizons
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
-from atft.model.diagnose import head_stats, random_day_batch
+from atft.synth.batches import random_day_batch
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 F = 6  # features in the test batches
 T = 10  # configs/smoke.yaml: sequence_length 10, hidden 16
 
@@ -201,15 +202,16 @@ def test_same_seed_same_parameters_and_reset_gives_fresh_valid_model() -> None:
 
 def test_fresh_model_has_cross_sectional_spread_per_horizon() -> None:
     m = build(smoke())
-    stats = head_stats(m, day(64, k=4, seed=11))
-    assert m.training  # head_stats restores the mode
-    assert set(stats["horizons"]) == {"horizon_1d", "horizon_5d", "horizon_10d", "horizon_20d"}
-    for s in stats["horizons"].values():
-        assert s["shape"] == [64, 3]
-        assert s["point"]["std"] > 0.001
-        assert s["quantiles"]["q0.5"] == s["point"]
-        assert s["quantiles"]["q0.2"]["mean"] < s["point"]["mean"] < s["quantiles"]["q0.8"]["mean"]
-    assert 0.0 < stats["fusion_gate_mean"] < 1.0
+    stats = head_spread(m, day(64, k=4, seed=11), m.quantiles)
+    assert m.training  # head_spread restores the mode
+    assert set(stats.horizons) == {"horizon_1d", "horizon_5d", "horizon_10d", "horizon_20d"}
+    for s in stats.horizons.values():
+        point = {"mean": s.point_mean, "std": s.point_std}
+        assert s.shape == [64, 3]
+        assert point["std"] > 0.001
+        assert s.quantiles["q0.5"] == point
+        assert s.quantiles["q0.2"]["mean"] < point["mean"] < s.quantiles["q0.8"]["mean"]
+    assert 0.0 < stats.fusion_gate_mean < 1.0
 
 
 def test_random_day_batch_is_seeded_and_knn_shaped() -> None:

@@ -15,9 +15,10 @@ from atft.model.gat import GraphAttentionEncoder
 from atft.model.grn import GLU, GatedResidualNetwork, GroupedLinear
 from atft.model.heads import MultiHorizonHeads, QuantileHead
 from atft.model.tft import TemporalEncoder
-from atft.model.vsn import VariableSelectionNetwork, loop_reference, params_per_feature
+from atft.model.vsn import VariableSelectionNetwork, params_per_feature
+from tests.reference import loop_reference
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 
 
 # ---------------------------------------------------------------- GRN family

@@ -1,4 +1,4 @@
-"""Tests of the synthetic panel (atft.data.synthetic) and its oracle (atft.data.oracle)."""
+"""Tests of the synthetic panel (atft.synth.generator, atft.synth.cache) and its oracle (atft.synth.oracle)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,11 @@ from scipy import stats
 from atft import cli
 from atft.config import Config
 from atft.data import source
-from atft.data.oracle import per_date_pearson
-from atft.data.synthetic import (
-    SynthParams,
-    SynthResult,
-    ensure_default_panel,
-    generate,
-    sidecar_path,
-    truth_column,
-    truth_path,
-    write_panel,
-)
 from atft.errors import InputError
-from atft.horizons import looks_like_target, output_key, target_column
+from atft.horizons import looks_like_target, output_key, target_column, truth_column
+from atft.synth.cache import ensure_default_panel, sidecar_path, truth_path, write_panel
+from atft.synth.generator import SynthParams, SynthResult, generate
+from atft.synth.oracle import daily_ic
 
 HORIZONS = (1, 5, 10, 20)
 SMALL = SynthParams(stocks=60, days=300, features=12, informative=4, sectors=12, seed=3)
@@ -131,7 +123,7 @@ def test_graph_part_matters(written: tuple[Path, SynthResult]) -> None:
         pred, tgt, mask = full.copy(), full.copy(), np.zeros(full.shape, bool)
         stock = truth["Code"].rank("dense").to_numpy().astype(np.int64) - 1
         pred[day, stock], tgt[day, stock], mask[day, stock] = truth[col].to_numpy(), y, valid
-        return float(np.nanmean(per_date_pearson(pred, tgt, mask, 20)))
+        return daily_ic(pred, tgt, mask, 20).mean
 
     oracle, own = ic(truth_column(1)), ic(truth_column(1, own_only=True))
     assert own < oracle - 0.01

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from atft.cli import main
+from atft.cli.train import oracle_for
 from atft.config import load
-from atft.data.oracle import oracle_on_predictions
-from atft.data.synthetic import ensure_default_panel, sidecar_path, truth_path
 from atft.horizons import Horizons
-from atft.train.run import oracle_for
+from atft.synth.cache import ensure_default_panel, sidecar_path, truth_path
+from atft.synth.oracle import oracle_on_predictions
 
 HEADER = ("horizon", "IC(test)", "95%", "CI", "RankIC", "Sharpe", "yhat_std", "oracle", "IC", "IC/oracle",
           "oracle(test", "rows)", "IC/oracle(test", "rows)")

@@ -20,14 +20,17 @@ import pytest
 import torch
 
 from atft.config import Config, load
-from atft.data.pipeline import Prepared, prepare
+from atft.data.pipeline import Prepared
 from atft.errors import ConfigError, HorizonMismatchError, InputError
+from atft.eval.inference import ic_bootstrap_ci
+from atft.eval.metrics import compute_metrics, per_date_ic
 from atft.health.model_checks import check_no_leak
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
-from atft.model.checkpoint import load_model
-from atft.train.loop import FitResult, fit, predict, record_keys, train_epoch
+from atft.train.checkpoint import load_model
+from atft.train.fit import FitResult, fit, record_keys
 from atft.train.loss import MultiHorizonLoss
-from atft.train.metrics import compute_metrics, ic_bootstrap_ci, per_date_ic
+from atft.train.prepare import prepare
+from atft.train.step import predict, train_epoch
 
 TIMING_KEYS = {"train/seconds", "train/samples_per_s", "train/batch_seconds"}  # wall-clock, not state
 FLOAT = r"(-?\d+\.\d+|nan)"
@@ -91,7 +94,9 @@ def _recompute(frame: pl.DataFrame, env: Env, key: str) -> tuple[dict[str, float
     date_id = frame["Date"].to_physical().to_numpy()
     ms = env.cfg.data.min_stocks
     daily = per_date_ic(p, y, date_id, min_stocks=ms)
-    return compute_metrics(p, y, date_id, min_stocks=ms), ic_bootstrap_ci(daily.values, seed=env.cfg.train.seed)
+    metrics = compute_metrics(p, y, date_id, min_stocks=ms, codes=frame["Code"].to_numpy(),
+                              cost=env.cfg.train.cost_bps / 1e4)
+    return metrics, ic_bootstrap_ci(daily.values, seed=env.cfg.train.seed)
 
 
 # ---------------------------------------------------------------- files of a run
@@ -159,7 +164,7 @@ def test_metrics_json_is_recomputable_from_the_predictions_parquet(env: Env, ref
         assert not bad, f"{split} {key}: metrics.json differs from the parquet: {bad}"
         assert lo_hi == list(ci) and lo_hi[0] <= metrics["ic"] <= lo_hi[1]
     assert math.isfinite(final[split]["total_loss"])
-    assert final["oracle"]["oracle_ic"].keys() == set(h.keys)  # the synthetic sidecar came along
+    assert "oracle" not in final  # fit never reads the synthetic sidecar: atft train adds it (test_train_cli)
 
 
 def test_predictions_keep_missing_targets_as_null(env: Env, ref: FitResult) -> None:
@@ -193,10 +198,78 @@ def test_checkpoints_load_weights_only_and_reproduce_the_test_predictions(env: E
     assert best["epoch"] == ref.best_epoch and last["epoch"] == 1 and len(last["history"]) == 2
     assert {"optimizer", "scheduler", "torch_rng", "state_dict"} <= set(last)
     assert best["state_dict"].keys() == last["state_dict"].keys()
-    model, _ = load_model(ck / "best.pt", env.cfg, env.prepared.num_features)
+    model = load_model(ck / "best.pt", env.cfg, env.prepared.num_features).model
     frame, _, _ = predict(model, env.prepared.loader("test", shuffle=False), env.prepared.horizons,
                           target_scale=[float(s) for s in np.asarray(env.prepared.normalizer.target_scale)])
     assert frame.equals(pl.read_parquet(ref.run_dir / "predictions_test.parquet"))
+
+
+SCORE = """
+import sys
+import polars as pl
+from atft.config import load
+from atft.horizons import Horizons
+from atft.train.checkpoint import load_model
+from atft.train.prepare import prepare
+from atft.train.step import predict
+
+import numpy as np
+from atft.data.loader import DayBatchLoader
+
+ck, data, out, what = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+restored = load_model(ck)
+cfg = restored.config
+prep = prepare(cfg, data, normalizer=None if what == "refit" else restored.normalizer)
+scale = [float(s) for s in prep.normalizer.target_scale]
+if what == "test":  # the run's own test loader: same packing of days, bit-identical scores expected
+    loader = prep.loader("test", shuffle=False)
+else:  # every date after the warm-up, whatever split it falls in
+    loader = DayBatchLoader(prep.panel, prep.normalized, np.arange(prep.split.warmup, prep.panel.num_dates),
+                            seq_len=cfg.data.sequence_length, batch_size=cfg.train.batch_size,
+                            graph_builder=prep.graph_builder, min_stocks=cfg.data.min_stocks)
+predict(restored.model, loader, Horizons.from_config(cfg), target_scale=scale)[0].write_parquet(out)
+"""
+
+
+def _score_in_a_new_process(tmp: Path, checkpoint: Path, data: Path, what: str) -> pl.DataFrame:
+    """``what``: "test" (the test split), "all" (every date, stored normalizer) or "refit"."""
+    import subprocess
+    import sys
+
+    out = tmp / f"scored_{data.stem}_{what}.parquet"
+    env = {"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", SCORE, str(checkpoint), str(data), str(out), what],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return pl.read_parquet(out)
+
+
+def test_a_checkpoint_scores_like_its_run_after_a_process_restart(env: Env, ref: FitResult,
+                                                                   tmp_path: Path) -> None:
+    """best.pt restores model, config AND normalizer: a new process scoring the same data gives the
+    run's test predictions exactly; on a panel that lacks the first 40 % of the dates (other train
+    dates, so a refit normalizer would differ) it still gives them, and a refit does not."""
+    from atft.synth.cache import ensure_default_panel
+
+    ck = ref.run_dir / "checkpoints" / "best.pt"
+    want = pl.read_parquet(ref.run_dir / "predictions_test.parquet")
+    keys, preds = ["Code", "Date"], env.prepared.horizons.pred_columns
+    assert want.equals(_score_in_a_new_process(tmp_path, ck, ensure_default_panel(env.cfg), "test"))
+
+    data = pl.read_parquet(ensure_default_panel(env.cfg))
+    dates = data["Date"].unique().sort()
+    later = tmp_path / "later.parquet"
+    data.filter(pl.col("Date") >= dates[int(0.4 * dates.len())]).write_parquet(later)
+
+    def worst(what: str) -> float:  # largest |score - the run's test score| over the run's test rows
+        got = _score_in_a_new_process(tmp_path, ck, later, what).join(want.select(keys), on=keys)
+        assert got.height == want.height
+        got = got.sort("Date", "Code")
+        return max(float((got[c] - want[c]).abs().max()) for c in preds)
+
+    spread = min(float(want[c].std()) for c in preds)
+    assert worst("all") <= 1e-4 * spread  # other days packed together: float rounding only
+    assert worst("refit") > 1e-2 * spread  # the planted fault: a normalizer refit on other train dates
 
 
 # ---------------------------------------------------------------- resume

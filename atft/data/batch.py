@@ -8,6 +8,17 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+Graph = tuple[Tensor, Tensor]  # (edge_index [2, E] long, edge_attr [E, 3] float32)
+
+
+def empty_graph() -> Graph:
+    """A graph with no edges.
+
+    Shapes:
+        -> edge_index ``[2, 0]`` long, edge_attr ``[0, 3]`` float32.
+    """
+    return torch.zeros((2, 0), dtype=torch.long), torch.zeros((0, 3), dtype=torch.float32)
+
 
 @dataclass
 class DayBatch:

@@ -1,7 +1,7 @@
 """``atft filter-data``: drop feature columns, dates and stocks whose NaN share exceeds R.
 
-Missing = null or float NaN (``atft.health.data.missing``); target cells in the legitimate tail
-(the last h rows of each stock, ``atft.health.data.legit_tail``) are never counted. Order:
+Missing = null or float NaN (``atft.data.schema.missing``); target cells in the legitimate tail
+(the last h rows of each stock, ``atft.data.schema.legit_tail``) are never counted. Order:
 
 1. feature columns with an overall NaN ratio > R are dropped (first, so that one broken
    column does not condemn every date and stock);
@@ -18,17 +18,17 @@ renamed (atomic).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from atft.config import Config, load
+from atft.config import Config
+from atft.data.schema import feature_columns, legit_tail, missing
 from atft.data.source import scan
+from atft.data.stats import ENGINE
 from atft.errors import DataError
-from atft.health.data import ENGINE, feature_columns, legit_tail, missing
 from atft.horizons import Horizons
 from atft.io import atomic_path
 
@@ -123,13 +123,3 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
                             f"{len(bad_codes)} stocks over --max-nan-ratio {r}). Fix: pass a non-empty "
                             "dataset or raise --max-nan-ratio (atft check-data shows where the NaNs are).")
     return FilterReport(rows_in, rows_out, bad_cols, bad_dates, bad_codes, late)
-
-
-def cli_filter_data(args: argparse.Namespace) -> int:
-    """``atft filter-data --input P --output Q --max-nan-ratio R [--config C]``."""
-    cfg = load(args.config or "default")
-    report = filter_dataset(args.input, args.output, args.max_nan_ratio, cfg)
-    print(f"filter-data {args.input} -> {args.output} (max NaN ratio {args.max_nan_ratio})")
-    for line in report.lines():
-        print("  " + line)
-    return 0

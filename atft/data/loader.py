@@ -11,15 +11,26 @@ masked. Per-day graphs are offset and concatenated: block-diagonal, never an edg
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from atft.data.batch import DayBatch
+from atft.data.batch import DayBatch, Graph, empty_graph
 from atft.data.normalize import NormalizedPanel
 from atft.data.panel import Panel
 from atft.errors import InputError
-from atft.graph.builder import GraphBuilder, empty_graph
+
+
+class GraphSource(Protocol):
+    """What the loader needs from a graph builder (``atft.graph.builder.GraphBuilder``): the graph
+    of date index ``d`` over the panel rows ``rows``, indices into ``rows``.
+
+    Shapes:
+        rows: ``[n]`` -> edge_index ``[2, E]`` long, edge_attr ``[E, 3]`` float32.
+    """
+
+    def for_date(self, panel: Panel, d: int, rows: np.ndarray) -> Graph: ...
 
 
 class DayBatchLoader:
@@ -42,7 +53,7 @@ class DayBatchLoader:
     """
 
     def __init__(self, panel: Panel, normalized: NormalizedPanel, date_indices: np.ndarray, seq_len: int,
-                 batch_size: int, graph_builder: GraphBuilder | None = None, shuffle: bool = False,
+                 batch_size: int, graph_builder: GraphSource | None = None, shuffle: bool = False,
                  seed: int = 0, min_stocks: int = 1) -> None:
         if seq_len < 1 or batch_size < 1:
             raise InputError(f"seq_len={seq_len} and batch_size={batch_size} must be >= 1. "

@@ -17,8 +17,10 @@ import numpy as np
 import polars as pl
 
 from atft.config import Config
+from atft.data.schema import feature_columns
+from atft.data.source import scan
 from atft.errors import DataError
-from atft.horizons import Horizons, looks_like_target, target_column
+from atft.horizons import Horizons, target_column
 
 log = logging.getLogger(__name__)
 
@@ -62,43 +64,13 @@ class Panel:
         return len(self.feature_names)
 
 
-def resolve_data_path(cfg: Config, path: str | None = None) -> str:
-    """The dataset path: ``path``, else ``cfg.data.path``, else the embedded synthetic panel.
-
-    Args:
-        cfg: the ``atft.config.Config``.
-        path: explicit dataset path (file, directory or glob); None = from the config.
-    """
-    p = path if path is not None else str(cfg.data.path)
-    if p:
-        return p
-    from atft.data.synthetic import ensure_default_panel  # lazy: owned by another module
-
-    return str(ensure_default_panel(cfg))
-
-
-def select_features(schema: pl.Schema, cfg: Config) -> list[str]:
-    """Feature columns by THE shared rule, ``atft.health.data.feature_columns`` (imported lazily)."""
-    from atft.health.data import feature_columns
-
-    return list(feature_columns(schema, cfg))
-
-
-def check_no_target_features(features: list[str], horizons: Horizons) -> None:
-    """Raise DataError when a target / forward-return column is among the features (leakage)."""
-    bad = [f for f in features
-           if f in horizons.targets or horizons.target_horizons_in([f]) or looks_like_target(f)]
-    if bad:
-        raise DataError(f"target / forward-return columns selected as features: {bad} (leakage). "
-                        "Fix: remove them from data.features or add them to data.exclude.")
-
-
 def load_panel(cfg: Config, path: str | None = None) -> Panel:
     """Load a long (Code, Date) parquet dataset into a dense ``Panel``.
 
     Args:
         cfg: the ``atft.config.Config`` (data.*, graph.return_column).
-        path: dataset path; None = ``cfg.data.path`` ("" = the embedded synthetic panel).
+        path: dataset path; None = ``cfg.data.path`` (which must then be set: ``atft.prepare``
+            resolves "" to the embedded synthetic panel before calling this).
 
     Returns:
         The Panel; dates and codes sorted ascending.
@@ -111,16 +83,16 @@ def load_panel(cfg: Config, path: str | None = None) -> Panel:
             null Code/Date, no rows, or no way to derive the backward 1-day return.
     """
     d = cfg.data
-    src = resolve_data_path(cfg, path)
-    from atft.data.source import scan
-
+    src = path if path is not None else str(d.path)
+    if not src:
+        raise DataError("no dataset path: data.path is '' (the embedded synthetic panel). Fix: pass a "
+                        "path, or load through atft.prepare, which generates the embedded default.")
     lf = scan(src, d.code_col, d.date_col)
     schema = lf.collect_schema()
     names = list(schema.names())
     horizons = Horizons.from_config(cfg)
     horizons.check_targets(names)
-    features = select_features(schema, cfg)
-    check_no_target_features(features, horizons)
+    features = feature_columns(schema, cfg)  # rejects target / forward-return columns (leakage)
     if not features:
         raise DataError(f"no feature columns in {src}. Fix: add numeric feature columns or set data.features.")
     ret_col = _return_column(cfg, names, horizons)

@@ -1,9 +1,10 @@
-"""The ONE place training, evaluation, diagnose-head and the health suite get their data.
+"""The data half of THE preparation every run shares (``atft.train.prepare.prepare`` is the whole).
 
-``prepare(cfg)`` loads the panel, splits the dates (embargo >= the longest horizon), fits the
-normalizer on the train dates only and applies it to every date, and sets up the graph builder.
-``Prepared.loader(split)`` gives day-batch loaders that share exactly the same preprocessing and
-graph path for train, val and test (failure mode 6); only the shuffling differs.
+``prepare_data(cfg, path, graph=...)`` loads the panel, splits the dates (embargo >= the longest
+horizon), fits the normalizer on the train dates only and applies it to every date, and keeps the
+graph source it is given (``atft.graph.builder.GraphBuilder``, built one layer up; None = no
+edges). ``Prepared.loader(split)`` gives day-batch loaders that share exactly the same
+preprocessing and graph path for train, val and test (failure mode 6); only the shuffling differs.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from dataclasses import dataclass, field
 
 from atft.config import Config
 from atft.data.batch import DayBatch
-from atft.data.loader import DayBatchLoader
+from atft.data.loader import DayBatchLoader, GraphSource
 from atft.data.normalize import NormalizedPanel, Normalizer
 from atft.data.panel import Panel, load_panel
 from atft.data.splits import SPLIT_NAMES, Split, resolve_embargo, split_dates
 from atft.errors import InputError
-from atft.graph.builder import GraphBuilder
 from atft.horizons import Horizons
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ class Prepared:
         cfg: the ``atft.config.Config`` it was prepared with.
         panel: raw dense panel; horizons: the horizon contract; split: date indices per split.
         normalizer: fit on ``split.train``; normalized: its output for every date.
-        graph_builder: None when ``graph.enabled`` or ``model.use_gat`` is False (no edges anywhere).
+        graph_builder: the graph source; None when the graph path is off (``Config.graph_on``):
+            no edges in any split.
         timings: seconds spent in load / normalize.
     """
 
@@ -43,7 +44,7 @@ class Prepared:
     split: Split
     normalizer: Normalizer
     normalized: NormalizedPanel
-    graph_builder: GraphBuilder | None
+    graph_builder: GraphSource | None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -81,17 +82,17 @@ class Prepared:
         return loader.day(i)
 
 
-def graph_enabled(cfg: Config) -> bool:
-    """The graph path is on only when both ``graph.enabled`` and ``model.use_gat`` are."""
-    return bool(cfg.graph.enabled) and bool(cfg.model.use_gat)
-
-
-def prepare(cfg: Config, path: str | None = None) -> Prepared:
-    """Load, split, normalize and set up graphs for ``cfg``.
+def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
+                 normalizer: Normalizer | None = None) -> Prepared:
+    """Load, split and normalize the dataset at ``path`` for ``cfg``; batches get ``graph``'s edges.
 
     Args:
         cfg: the ``atft.config.Config``.
-        path: dataset path; None = ``cfg.data.path`` ("" = the embedded synthetic panel).
+        path: dataset path (file, directory or glob).
+        graph: the per-date graph source, or None (no edges; the caller decides from
+            ``cfg.graph_on``).
+        normalizer: a fitted normalizer to apply as it is (restored from a checkpoint: the
+            winsor bounds and target scale of the training run); None = fit on the train dates.
 
     Raises:
         DataError: from loading (columns, duplicates, ...) or splitting (too few dates).
@@ -107,18 +108,18 @@ def prepare(cfg: Config, path: str | None = None) -> Prepared:
     warmup = max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
     split = split_dates(panel.num_dates, float(d.val_fraction), float(d.test_fraction), embargo,
                         warmup=warmup)
-    normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
+    if normalizer is None:
+        normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
     normalized = normalizer.transform(panel)
     t2 = time.perf_counter()
-    builder = GraphBuilder.from_config(cfg.graph) if graph_enabled(cfg) else None
-    if builder is None:
+    if graph is None:
         log.info("graph path OFF (graph.enabled=%s, model.use_gat=%s): batches carry no edges in every split",
                  cfg.graph.enabled, cfg.model.use_gat)
     log.info("data: %d dates x %d stocks x %d features; split %s (embargo %d); load %.2fs, normalize %.2fs",
              panel.num_dates, panel.num_stocks, panel.num_features, split.sizes(), embargo, t1 - t0, t2 - t1)
     return Prepared(cfg=cfg, panel=panel, horizons=horizons, split=split, normalizer=normalizer,
-                    normalized=normalized, graph_builder=builder,
+                    normalized=normalized, graph_builder=graph,
                     timings={"load_s": t1 - t0, "normalize_s": t2 - t1})
 
 
-__all__ = ["Prepared", "prepare", "graph_enabled", "SPLIT_NAMES"]
+__all__ = ["Prepared", "prepare_data", "SPLIT_NAMES"]

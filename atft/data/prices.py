@@ -21,7 +21,6 @@ the gap (one row = one trading day of that stock).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from atft.config import Config, load
+from atft.config import Config
 from atft.errors import DataError
 from atft.horizons import Horizons, looks_like_target
 from atft.io import atomic_path
@@ -342,14 +341,3 @@ def build_dataset(prices: str | os.PathLike[str], out: str | os.PathLike[str], *
                         targets=list(horizons.targets), first_date=stats["lo"], last_date=stats["hi"],
                         dropped_missing_close=n_missing,
                         passthrough=[n for n in names if n not in (CODE, DATE, *feats, *horizons.targets)])
-
-
-def cli_build_dataset(args: argparse.Namespace) -> int:
-    """``atft build-dataset --prices FILE --out PATH [--start] [--end] [--config]``."""
-    cfg = load(args.config or "default")
-    s = build_dataset(args.prices, args.out, start=args.start, end=args.end, cfg=cfg)
-    print(f"wrote {args.out}: {s.rows} rows, {s.stocks} stocks, {s.dates} dates "
-          f"({s.first_date} .. {s.last_date}), {len(s.features)} features, targets {s.targets}")
-    if s.dropped_missing_close:
-        print(f"dropped {s.dropped_missing_close} rows with a missing close price")
-    return 0

@@ -72,7 +72,3 @@ def scan(path: str | os.PathLike[str], code_col: str = "Code", date_col: str = "
         lf = lf.with_columns(pl.col(code_col).cast(pl.String))
     return lf
 
-
-def numeric_columns(schema: pl.Schema) -> list[str]:
-    """Columns whose dtype is integer or float."""
-    return [n for n, t in schema.items() if t.is_numeric()]

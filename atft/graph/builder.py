@@ -19,20 +19,9 @@ import torch
 from torch import Tensor
 
 from atft.config import GraphConfig
+from atft.data.batch import Graph, empty_graph
 from atft.data.panel import Panel
 from atft.errors import InputError
-
-Graph = tuple[Tensor, Tensor]  # (edge_index [2, E] long, edge_attr [E, 3] float32)
-
-
-def empty_graph() -> Graph:
-    """A graph with no edges.
-
-    Shapes:
-        -> edge_index ``[2, 0]`` long, edge_attr ``[0, 3]`` float32.
-    """
-    return torch.zeros((2, 0), dtype=torch.long), torch.zeros((0, 3), dtype=torch.float32)
-
 
 ROW_CHUNK = 128  # rows of the correlation matrix computed at once ([chunk, N] buffers stay in cache)
 
@@ -103,20 +92,6 @@ def _corr_rows(m: Tensor, x: Tensor, x2: Tensor, r0: int, r1: int) -> tuple[Tens
     return rho, n
 
 
-def pairwise_corr(returns: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Pearson correlation of every pair over their common observations (full matrix; for checks).
-
-    Shapes:
-        returns: ``[L, N]`` (NaN missing) -> (rho ``[N, N]`` float32, NaN where undefined;
-        counts ``[N, N]`` float32 of overlapping observations).
-    """
-    m, x, x2 = _prepare(returns)
-    parts = [_corr_rows(m, x, x2, r0, min(r0 + ROW_CHUNK, m.shape[1])) for r0 in range(0, m.shape[1], ROW_CHUNK)]
-    if not parts:
-        return torch.zeros((0, 0)), torch.zeros((0, 0))
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
 def _nbytes(graph: Graph) -> int:
     return sum(t.element_size() * t.numel() for t in graph)
 
@@ -135,6 +110,8 @@ def _unique_first(keys: Tensor) -> tuple[Tensor, Tensor]:
 
 class GraphBuilder:
     """Builds the per-date correlation graph of a batch's stocks.
+
+    Keyword-only arguments; the defaults are ``GraphConfig``'s (one source of truth).
 
     Args:
         lookback: L, dates of backward returns in the window (ending at d, inclusive).
@@ -155,9 +132,11 @@ class GraphBuilder:
             setting for shared CPUs (train.num_threads=1 gives it to the whole run).
     """
 
-    def __init__(self, lookback: int = 60, min_obs: int = 40, top_k: int = 20, threshold: float = 0.3,
-                 cache_size: int = 4096, cache_bytes: int = 2 * 2**30, residual: str = "none",
-                 rank_by: str = "abs", num_threads: int = 0) -> None:
+    def __init__(self, *, lookback: int = GraphConfig.lookback, min_obs: int = GraphConfig.min_obs,
+                 top_k: int = GraphConfig.top_k, threshold: float = GraphConfig.threshold,
+                 cache_size: int = GraphConfig.cache_size, cache_bytes: int = 2 * 2**30,
+                 residual: str = GraphConfig.residual, rank_by: str = GraphConfig.rank_by,
+                 num_threads: int = GraphConfig.num_threads) -> None:
         if lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0:
             raise InputError(f"bad graph parameters lookback={lookback} min_obs={min_obs} top_k={top_k} "
                              f"threshold={threshold} cache_size={cache_size}. Fix: lookback, min_obs >= 2, "
@@ -185,9 +164,9 @@ class GraphBuilder:
     @classmethod
     def from_config(cls, gcfg: GraphConfig) -> GraphBuilder:
         """From ``cfg.graph`` (a ``GraphConfig``)."""
-        return cls(int(gcfg.lookback), int(gcfg.min_obs), int(gcfg.top_k), float(gcfg.threshold),
-                   int(gcfg.cache_size), residual=str(gcfg.residual), rank_by=str(gcfg.rank_by),
-                   num_threads=int(gcfg.num_threads))
+        return cls(lookback=int(gcfg.lookback), min_obs=int(gcfg.min_obs), top_k=int(gcfg.top_k),
+                   threshold=float(gcfg.threshold), cache_size=int(gcfg.cache_size),
+                   residual=str(gcfg.residual), rank_by=str(gcfg.rank_by), num_threads=int(gcfg.num_threads))
 
     @property
     def params(self) -> tuple[int, int, int, float, str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from atft.data.batch import DayBatch
+from atft.eval.spread import eval_forward, head_spread
 from atft.health.result import CheckResult
 from atft.horizons import Horizons, output_key
 from atft.train.memory import live_tensor_count
@@ -48,45 +49,32 @@ def check_horizon_keys(horizons: Horizons, dataset_columns: Sequence[str], model
     ]
 
 
-@torch.no_grad()
-def head_outputs(model: torch.nn.Module, batch: DayBatch) -> dict[str, Any]:
-    """Eval-mode forward; restores the previous train/eval mode."""
-    was = model.training
-    model.eval()
-    try:
-        return model(batch)
-    finally:
-        model.train(was)
-
-
 def check_head_spread(model: torch.nn.Module, batch: DayBatch, horizons: Horizons,
                       threshold: float = 0.001, scale: Sequence[float] | None = None,
                       ) -> tuple[list[CheckResult], dict[str, list[float]]]:
-    """Per horizon: cross-sectional std of the point forecast > threshold; quantiles ordered.
+    """Per horizon: cross-sectional std of the point forecast > threshold; quantiles ordered
+    (``atft.eval.spread.head_spread``, the figure ``atft diagnose-head`` prints).
 
     ``scale`` (``Normalizer.target_scale``) converts the model's training scale to return
     units, the units of the recovery plan's ``yhat_std > 0.001``.
     Returns the results and the point forecasts per horizon in return units (for histograms).
     Shapes: predictions ``[N, Q]``, point ``[N]`` per horizon (a single-day batch).
     """
-    out = head_outputs(model, batch)
+    spread = head_spread(model, batch, getattr(model, "quantiles", None), scale)
     results, samples = [], {}
-    factors = list(scale) if scale is not None else [1.0] * len(horizons)
-    for key, factor in zip(horizons.keys, factors, strict=True):
-        point = out["point"][key].float() * float(factor)
-        std = float(point.std(unbiased=False)) if point.numel() > 1 else float("nan")
+    for key in horizons.keys:
+        hs = spread.horizons[key]
+        std = hs.point_std
         results.append(CheckResult.compare(
             f"head_std[{key}]", std, threshold, ">",
             f"{key}: cross-sectional std of the point forecast is {std:.3g} <= {threshold}: constant "
             "predictions (yhat_std=0). Fix: check the head init (model.head_init_std), the learning "
             "rate, and that normalization does not flatten the inputs (atft check-data)."))
-        q = out["predictions"][key].float()
-        ordered = float((q[:, 1:] >= q[:, :-1]).all(dim=1).float().mean()) if q.shape[1] > 1 else 1.0
         results.append(CheckResult.compare(
-            f"quantiles_ordered[{key}]", ordered, 1.0, "==",
-            f"{key}: only {ordered:.1%} of rows have ordered quantiles. Fix: the head must keep "
+            f"quantiles_ordered[{key}]", hs.ordered_share, 1.0, "==",
+            f"{key}: only {hs.ordered_share:.1%} of rows have ordered quantiles. Fix: the head must keep "
             "quantiles monotone (median +/- positive offsets)."))
-        samples[key] = [float(v) for v in point.tolist()]
+        samples[key] = hs.point
     return results, samples
 
 
@@ -147,8 +135,8 @@ def check_training_step(model: torch.nn.Module, batch: DayBatch, loss_fn: Callab
 def check_gat_effect(model: torch.nn.Module, batch: DayBatch, horizons: Horizons,
                      min_change: float = 1e-6) -> CheckResult:
     """Removing the edges changes the outputs (eval mode): the graph path is really used."""
-    a = head_outputs(model, batch)
-    b = head_outputs(model, batch.without_edges())
+    a = eval_forward(model, batch)
+    b = eval_forward(model, batch.without_edges())
     change = max(float((a["point"][k] - b["point"][k]).abs().max()) for k in horizons.keys)
     n_edges = int(batch.edge_index.shape[1])
     return CheckResult.compare(

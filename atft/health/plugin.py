@@ -287,7 +287,7 @@ def atft_data_path(atft_config: Any) -> Path:
     """The dataset under test; the embedded default is generated once, under a file lock."""
     if atft_config.data.path:
         return Path(atft_config.data.path)
-    from atft.data.synthetic import ensure_default_panel
+    from atft.synth.cache import ensure_default_panel
 
     return ensure_default_panel(atft_config)
 
@@ -295,7 +295,7 @@ def atft_data_path(atft_config: Any) -> Path:
 @pytest.fixture(scope="session")
 def atft_prepared(atft_config: Any, atft_data_path: Path) -> Any:
     """Panel, split, normalizer, graph builder and loaders: the training pipeline itself."""
-    from atft.data.pipeline import prepare
+    from atft.train.prepare import prepare
 
     return prepare(atft_config, str(atft_data_path))
 
@@ -303,9 +303,9 @@ def atft_prepared(atft_config: Any, atft_data_path: Path) -> Any:
 @pytest.fixture(scope="session")
 def atft_data_checks(atft_config: Any, atft_data_path: Path) -> dict[str, list[CheckResult]]:
     """Every registered dataset check over ONE pass of the dataset: check name -> its results
-    (``atft.health.data.run_checks_by_name``; a failing feature selection leaves out the
+    (``atft.health.dataset_checks.run_checks_by_name``; a failing feature selection leaves out the
     feature checks)."""
-    from atft.health.data import run_checks_by_name
+    from atft.health.dataset_checks import run_checks_by_name
 
     return run_checks_by_name(str(atft_data_path), atft_config)
 
@@ -324,9 +324,9 @@ def atft_model(atft_config: Any, atft_prepared: Any, pytestconfig: pytest.Config
 
     ckpt = pytestconfig.getoption("atft_checkpoint")
     if ckpt:
-        from atft.model.checkpoint import load_model
+        from atft.train.checkpoint import load_model
 
-        model, _ = load_model(ckpt, atft_config, atft_prepared.num_features)
+        model = load_model(ckpt, atft_config, atft_prepared.num_features).model
     else:
         torch.manual_seed(atft_config.train.seed)
         model = ATFT_GAT_FAN.from_config(atft_config, atft_prepared.num_features)

@@ -7,7 +7,6 @@ check). A section whose data the report lacks says so instead of drawing an empt
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -88,6 +87,26 @@ def plot_predictions(samples: dict[str, list[float]], source: str, path: Path) -
     _save(fig, path)
 
 
+def read_report(path: str | Path) -> dict[str, Any]:
+    """A health report JSON (``--atft-report``), validated.
+
+    Raises:
+        InputError: missing file, invalid JSON, or not an atft health report.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"health report not found: {path}. Fix: run the suite first "
+                         "(pytest -m smoke writes health_report.json) or pass its path.")
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}). Fix: rerun the suite to rewrite it.") from None
+    if not isinstance(report, dict) or "checks" not in report:
+        raise InputError(f"{path} is not an atft health report (no 'checks'). Fix: pass the file "
+                         "written by --atft-report.")
+    return report
+
+
 def render(report: dict[str, Any], out: Path) -> Path:
     """Write ``out/report.md`` and the PNGs; returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -127,20 +146,3 @@ def render(report: dict[str, Any], out: Path) -> Path:
     md = out / "report.md"
     write_text(md, "\n".join(lines) + "\n")
     return md
-
-
-def cli_report(args: argparse.Namespace) -> int:
-    path = Path(args.report)
-    if not path.is_file():
-        raise InputError(f"health report not found: {path}. Fix: run the suite first "
-                         "(pytest -m smoke writes health_report.json) or pass its path.")
-    try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}). Fix: rerun the suite to rewrite it.") from None
-    if not isinstance(report, dict) or "checks" not in report:
-        raise InputError(f"{path} is not an atft health report (no 'checks'). Fix: pass the file "
-                         "written by --atft-report.")
-    md = render(report, Path(args.out))
-    print(f"wrote {md} ({len(report['checks'])} checks)")
-    return 0

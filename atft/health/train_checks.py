@@ -69,7 +69,7 @@ def quality_gate(history: Sequence[dict[str, float]], final: dict[str, Any], hor
                  h: HealthConfig, oracle_ic: dict[str, float] | None = None) -> list[CheckResult]:
     """The 10-epoch gate: losses trending down, no overfitting, IC/Sharpe thresholds, oracle share.
 
-    ``oracle_ic`` is the oracle's IC on the same test rows (``atft.data.oracle.oracle_on_predictions``),
+    ``oracle_ic`` is the oracle's IC on the same test rows (``atft.synth.oracle.oracle_on_predictions``),
     so the ratio is not blurred by which dates happen to fall in the test split.
     """
     train = [r["train/total_loss"] for r in history]

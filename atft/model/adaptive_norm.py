@@ -40,7 +40,7 @@ class FrequencyAdaptiveNorm(nn.Module):
         input: ``[N, T, H]``; output: ``[N, T, H]``.
     """
 
-    def __init__(self, hidden_size: int, top_k: int = 3, eps: float = 1e-5) -> None:
+    def __init__(self, hidden_size: int, *, top_k: int = 3, eps: float = 1e-5) -> None:
         super().__init__()
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
@@ -79,7 +79,7 @@ class SliceAdaptiveNorm(nn.Module):
         input: ``[N, T, H]``; output: ``[N, T, H]``.
     """
 
-    def __init__(self, hidden_size: int, slice_len: int = 5, eps: float = 1e-5) -> None:
+    def __init__(self, hidden_size: int, *, slice_len: int = 5, eps: float = 1e-5) -> None:
         super().__init__()
         if slice_len < 1:
             raise ValueError(f"slice_len must be >= 1, got {slice_len}")

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atft.config import Config
+from atft.config import Config, ModelConfig
 from atft.data.batch import DayBatch
 from atft.errors import DataError, ShapeError
 from atft.horizons import output_key
@@ -70,14 +70,24 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         output as in the module docstring.
     """
 
-    def __init__(self, num_features: int, horizons: Sequence[int], hidden_size: int = 64,
-                 quantiles: Sequence[float] = (0.2, 0.5, 0.8), vsn_selection: str = "softmax",
-                 lstm_layers: int = 1, attention_heads: int = 4, dropout: float = 0.1,
-                 adaptive_norm: bool = True, fan_top_k: int = 3, san_slice_len: int = 5,
-                 gat_heads: Sequence[int] | None = (4, 2), gat_dropout: float = 0.1,
-                 edge_dropout: float = 0.1, head_init_std: float = 0.05,
-                 graph_off_reason: str = "gat_heads=None", gat_node_inputs: bool = True,
-                 linear_skip: bool = False, graph_skip: bool = False) -> None:
+    def __init__(self, num_features: int, horizons: Sequence[int], *,
+                 hidden_size: int = ModelConfig.hidden_size,
+                 quantiles: Sequence[float] = (0.2, 0.5, 0.8),
+                 vsn_selection: str = ModelConfig.vsn_selection,
+                 lstm_layers: int = ModelConfig.lstm_layers,
+                 attention_heads: int = ModelConfig.attention_heads,
+                 dropout: float = ModelConfig.dropout,
+                 adaptive_norm: bool = ModelConfig.adaptive_norm,
+                 fan_top_k: int = ModelConfig.fan_top_k,
+                 san_slice_len: int = ModelConfig.san_slice_len,
+                 gat_heads: Sequence[int] | None = (4, 2),
+                 gat_dropout: float = ModelConfig.gat_dropout,
+                 edge_dropout: float = ModelConfig.edge_dropout,
+                 head_init_std: float = ModelConfig.head_init_std,
+                 graph_off_reason: str = "gat_heads=None",
+                 gat_node_inputs: bool = ModelConfig.gat_node_inputs,
+                 linear_skip: bool = ModelConfig.linear_skip,
+                 graph_skip: bool = ModelConfig.graph_skip) -> None:
         super().__init__()
         if num_features < 1:
             raise ShapeError(f"num_features must be >= 1, got {num_features}. Fix: set "
@@ -85,23 +95,24 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.num_features, self.hidden_size = num_features, hidden_size
         self.keys = [output_key(h) for h in horizons]
         self.quantiles = [float(q) for q in quantiles]
-        self.vsn = VariableSelectionNetwork(num_features, hidden_size, dropout, vsn_selection)
-        self.fan = FrequencyAdaptiveNorm(hidden_size, fan_top_k) if adaptive_norm else None
-        self.san = SliceAdaptiveNorm(hidden_size, san_slice_len) if adaptive_norm else None
+        self.vsn = VariableSelectionNetwork(num_features, hidden_size, dropout=dropout, selection=vsn_selection)
+        self.fan = FrequencyAdaptiveNorm(hidden_size, top_k=fan_top_k) if adaptive_norm else None
+        self.san = SliceAdaptiveNorm(hidden_size, slice_len=san_slice_len) if adaptive_norm else None
         # ReZero scale of the FAN/SAN branch, zero at init: the branch is unit-variance by
         # construction (for short windows mostly the highest-frequency residual), so added at
         # full strength it drowns the cross-sectional signal; the model learns how much to use.
         self.norm_scale = nn.Parameter(torch.zeros(hidden_size)) if adaptive_norm else None
-        self.tft = TemporalEncoder(hidden_size, lstm_layers, attention_heads, dropout)
-        self.gat = (GraphAttentionEncoder(hidden_size, gat_heads, gat_dropout, edge_dropout)
-                    if gat_heads is not None else None)
+        self.tft = TemporalEncoder(hidden_size, lstm_layers=lstm_layers, attention_heads=attention_heads,
+                                   dropout=dropout)
+        self.gat = (GraphAttentionEncoder(hidden_size, heads=gat_heads, dropout=gat_dropout,
+                                          edge_dropout=edge_dropout) if gat_heads is not None else None)
         self.fusion = GatedFusion(hidden_size) if gat_heads is not None else None
         # GAT node features = temporal state + a projection of the last-day inputs, so that the
         # neighbours' own inputs reach the attention directly (the temporal state is trained to
         # predict the stock's own return and need not carry what only its peers care about)
         self.gat_input = (nn.Linear(num_features, hidden_size)
                           if gat_heads is not None and gat_node_inputs else None)
-        self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, head_init_std, dropout)
+        self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, init_std=head_init_std, dropout=dropout)
         self.linear_skip = nn.Linear(num_features, len(self.keys)) if linear_skip else None
         shortest = min(range(len(horizons)), key=lambda j: horizons[j])  # the skip's anchor horizon
         self.graph_skip = (NeighbourLinearSkip(num_features, len(self.keys), anchor=shortest)
@@ -133,14 +144,14 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                              "was given. Fix: pass num_features, or set model.num_features.")
         else:
             f = int(num_features)
-        graph_on = bool(m.use_gat and cfg.graph.enabled)
         reason = f"model.use_gat={m.use_gat}, graph.enabled={cfg.graph.enabled}"
-        return cls(f, list(cfg.data.horizons), m.hidden_size, list(m.quantiles), m.vsn_selection,
-                   m.lstm_layers, m.attention_heads, m.dropout, m.adaptive_norm, m.fan_top_k,
-                   m.san_slice_len, list(m.gat_heads) if graph_on else None, m.gat_dropout,
-                   m.edge_dropout, m.head_init_std, graph_off_reason=reason,
-                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip,
-                   graph_skip=m.graph_skip)
+        return cls(f, list(cfg.data.horizons), hidden_size=m.hidden_size, quantiles=list(m.quantiles),
+                   vsn_selection=m.vsn_selection, lstm_layers=m.lstm_layers,
+                   attention_heads=m.attention_heads, dropout=m.dropout, adaptive_norm=m.adaptive_norm,
+                   fan_top_k=m.fan_top_k, san_slice_len=m.san_slice_len,
+                   gat_heads=list(m.gat_heads) if cfg.graph_on else None, gat_dropout=m.gat_dropout,
+                   edge_dropout=m.edge_dropout, head_init_std=m.head_init_std, graph_off_reason=reason,
+                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip, graph_skip=m.graph_skip)
 
     def reset_parameters(self) -> None:
         """Re-initialize every block (a fresh, valid model)."""

@@ -40,7 +40,7 @@ class GraphAttentionEncoder(nn.Module):
         self-loops included.
     """
 
-    def __init__(self, hidden_size: int, heads: Sequence[int] = (4, 2), dropout: float = 0.0,
+    def __init__(self, hidden_size: int, *, heads: Sequence[int] = (4, 2), dropout: float = 0.0,
                  edge_dropout: float = 0.0, edge_dim: int = EDGE_DIM) -> None:
         super().__init__()
         if not 0.0 <= edge_dropout < 1.0:

@@ -48,7 +48,7 @@ class NeighbourLinearSkip(nn.Module):
         edge_attr: ``[E, edge_dim]`` -> ``[N, K]``.
     """
 
-    def __init__(self, num_features: int, out_features: int, anchor: int = 0, edge_dim: int = 3) -> None:
+    def __init__(self, num_features: int, out_features: int, *, anchor: int = 0, edge_dim: int = 3) -> None:
         super().__init__()
         if not 0 <= anchor < out_features:
             raise ValueError(f"anchor must index one of the {out_features} outputs, got {anchor}")

@@ -35,7 +35,7 @@ class QuantileHead(nn.Module):
         z: ``[N, H]`` -> quantiles ``[N, Q]`` (ordered along Q).
     """
 
-    def __init__(self, hidden_size: int, quantiles: Sequence[float], init_std: float = 0.05,
+    def __init__(self, hidden_size: int, quantiles: Sequence[float], *, init_std: float = 0.05,
                  dropout: float = 0.0) -> None:
         super().__init__()
         qs = [float(q) for q in quantiles]
@@ -76,9 +76,9 @@ class MultiHorizonHeads(nn.Module):
     """
 
     def __init__(self, hidden_size: int, keys: Sequence[str], quantiles: Sequence[float],
-                 init_std: float = 0.05, dropout: float = 0.0) -> None:
+                 *, init_std: float = 0.05, dropout: float = 0.0) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({k: QuantileHead(hidden_size, quantiles, init_std, dropout) for k in keys})
+        self.heads = nn.ModuleDict({k: QuantileHead(hidden_size, quantiles, init_std=init_std, dropout=dropout) for k in keys})
         self.reset_parameters()
 
     @property

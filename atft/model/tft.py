@@ -31,7 +31,7 @@ class TemporalEncoder(nn.Module):
         x: ``[N, T, H]`` -> last step ``[N, H]``; attention weights ``[N, heads, T, T]``.
     """
 
-    def __init__(self, hidden_size: int, lstm_layers: int = 1, attention_heads: int = 4,
+    def __init__(self, hidden_size: int, *, lstm_layers: int = 1, attention_heads: int = 4,
                  dropout: float = 0.0) -> None:
         super().__init__()
         if hidden_size % attention_heads:

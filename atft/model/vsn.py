@@ -11,7 +11,7 @@ All F GRNs run at once as batched matrix products over ``[F, in, out]`` weights 
 there is no Python loop over features. Since ``e_f`` is an affine image of one scalar, the GRN's
 first layer is evaluated exactly in rank-one form, ``W2 e_f + b2 = x_f (W2 w_f) + (W2 c_f + b2)``,
 which saves one of the four ``H x H`` products per token and feature (same parameters, same
-function; ``loop_reference`` computes it the plain way). The selection GRN reads the raw feature
+function; ``tests/reference.py`` computes it the plain way and the tests compare). The selection GRN reads the raw feature
 vector ``x`` (``F -> H -> F``): the concatenated embeddings are an affine function of ``x``, so
 this loses nothing, and it avoids TFT's flattened ``F*H``-wide input (``F*H*H`` weights).
 
@@ -62,7 +62,7 @@ class VariableSelectionNetwork(nn.Module):
         x: ``[N, T, F]`` -> output ``[N, T, H]``, selection weights ``[N, T, F]``.
     """
 
-    def __init__(self, num_features: int, hidden_size: int, dropout: float = 0.0,
+    def __init__(self, num_features: int, hidden_size: int, *, dropout: float = 0.0,
                  selection: str = "softmax", chunk_elements: int = 1 << 24,
                  checkpoint_elements: int = 1 << 26) -> None:
         super().__init__()
@@ -123,29 +123,3 @@ def params_per_feature(hidden_size: int) -> int:
     a = VariableSelectionNetwork(2, hidden_size)
     b = VariableSelectionNetwork(3, hidden_size)
     return sum(p.numel() for p in b.parameters()) - sum(p.numel() for p in a.parameters())
-
-
-def loop_reference(vsn: VariableSelectionNetwork, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The same VSN written the straightforward way: a Python loop over features, sharing weights.
-
-    For tests and the benchmark only (eval mode, no dropout). Shapes as ``VariableSelectionNetwork``.
-    """
-    n, t, f = x.shape
-    flat = x.reshape(n * t, f)
-    g = vsn.feature_grns
-    glu, norm = g.gate_norm.glu.fc, g.gate_norm.norm
-    # one view per feature, taken once (unbind's backward is a single stack, as for F modules)
-    per_feature = [p.unbind(0) for p in (vsn.embed.weight, vsn.embed.bias, g.fc1.weight, g.fc1.bias,
-                                         g.fc2.weight, g.fc2.bias, glu.weight, glu.bias,
-                                         norm.weight, norm.bias)]
-    outs = []
-    for i, (we, be, w1, b1, w2, b2, wg, bg, wn, bn) in enumerate(zip(*per_feature, strict=True)):
-        e = flat[:, i : i + 1] @ we + be  # [B, H]
-        eta1 = F.elu(e @ w1 + b1) @ w2 + b2  # [B, H]
-        value, gate = (eta1 @ wg + bg).chunk(2, dim=-1)
-        y = F.layer_norm(e + value * torch.sigmoid(gate), (vsn.hidden_size,), eps=norm.eps)
-        outs.append(y * wn + bn)  # [B, H]
-    xi = torch.stack(outs, dim=1)  # [B, F, H]
-    v = vsn.weights(flat)  # [B, F]
-    out = (xi * v.unsqueeze(-1)).sum(dim=1)
-    return out.reshape(n, t, vsn.hidden_size), v.reshape(n, t, f)

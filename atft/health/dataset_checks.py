@@ -27,10 +27,8 @@ Definitions (design.md section 7):
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -40,35 +38,19 @@ from typing import Any, TypeVar
 import numpy as np
 import polars as pl
 
-from atft.config import Config, load
-from atft.data.source import scan
-from atft.errors import DataError
-from atft.health.result import CheckResult, format_table
-
-# The scan engine lives in atft.health.scan; besides what this module uses, its public names (and
-# the internals the tests and bench reach) stay importable from here. Tune the pass there:
-# setting SCAN_* on this module has no effect.
-from atft.health.scan import (  # noqa: F401
-    ENGINE,
-    LEAK_DATE_BLOCK,
-    MIN_CORR_PAIRS,
-    SCAN_BATCH_BYTES,
-    SCAN_BATCH_ROWS,
-    SCAN_BLOCK_BYTES,
-    SCAN_CELLS,
-    _Accumulator,
-    _batches,
-    _Plan,
-    _ranges,
-    _Scan,
-    _scan,
-    leakage_medians,
-    nan_median,
-    pairwise_date_corr,
-    remember_row_groups,
+from atft.config import Config
+from atft.data.schema import (
+    feature_columns,
+    legit_tail,
+    missing,
+    selection_problems,
+    target_columns,
 )
+from atft.data.source import scan
+from atft.data.stats import ENGINE, _Plan, _Scan, _scan, remember_row_groups
+from atft.errors import DataError
+from atft.health.result import CheckResult
 from atft.horizons import Horizons, looks_like_target
-from atft.io import write_json
 
 CheckFn = Callable[[pl.LazyFrame, Config], list[CheckResult]]
 CONST_ATOL = 1e-12  # absolute spread below which values count as equal
@@ -77,74 +59,6 @@ N_EXAMPLES = 5  # failing cases listed per result
 
 
 # ----------------------------------------------------------------------------- shared pieces
-
-
-def missing(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Boolean expression: the cell is null, or NaN for float columns."""
-    col = pl.col(name)
-    return col.is_null() | col.is_nan() if dtype.is_float() else col.is_null()
-
-
-def legit_tail(h: int, code_col: str = "Code", date_col: str = "Date") -> pl.Expr:
-    """True on the last ``h`` rows of each stock (no h-day target can exist there)."""
-    return pl.col(date_col).rank("ordinal", descending=True).over(code_col) <= h
-
-
-def target_columns(schema: pl.Schema, cfg: Config) -> list[str]:
-    """Configured target columns present in ``schema``, in horizon order."""
-    return [t for t in Horizons.from_config(cfg).targets if t in schema]
-
-
-def _selection_problems(schema: pl.Schema, cfg: Config) -> tuple[list[str], list[str]]:
-    """(feature columns, problems) for ``feature_columns``; problems are full sentences."""
-    d, hz = cfg.data, Horizons.from_config(cfg)
-    ids = {d.code_col, d.date_col, d.sector_col, d.market_col}
-    template_rx = re.compile("^" + re.escape(hz.template).replace(re.escape("{h}"), r"\d+") + "$")
-    if d.features:
-        feats = list(d.features)
-        absent = [f for f in feats if f not in schema]
-        bad_type = [f for f in feats if f in schema and not schema[f].is_numeric()]
-        leaky = [f for f in feats if f in hz.targets or template_rx.match(f) or looks_like_target(f)]
-        problems = []
-        if absent:
-            problems.append(f"explicit features {absent} are not in the data. Fix: correct data.features "
-                            "or leave it [] to use every numeric non-target column.")
-        if bad_type:
-            problems.append(f"explicit features {bad_type} are not numeric. Fix: drop them from data.features.")
-        if leaky:
-            problems.append(f"explicit features {leaky} are targets / forward returns (leakage). "
-                            "Fix: remove them from data.features.")
-        return feats, problems
-    cand = [n for n, t in schema.items() if t.is_numeric() and n not in ids and n not in d.exclude]
-    feats = [c for c in cand if c not in hz.targets and not template_rx.match(c)]
-    leaky = [c for c in feats if looks_like_target(c)]
-    problems = []
-    if leaky:
-        problems.append(f"columns {leaky} look like forward returns / targets and would be used as "
-                        f"features (leakage). Fix: add them to data.exclude, or set data.target_template "
-                        f"to their naming if they are the targets (now '{hz.template}').")
-    feats = [c for c in feats if c not in leaky]
-    if not feats:
-        problems.append("no numeric feature columns left after removing ids, targets and data.exclude. "
-                        "Fix: the dataset needs numeric feature columns (see atft build-dataset).")
-    return feats, problems
-
-
-def feature_columns(schema: pl.Schema, cfg: Config) -> list[str]:
-    """THE model-input column selection.
-
-    ``cfg.data.features`` if given, else every numeric column that is not Code / Date / sector /
-    market, not a configured target, not another horizon under the target template, and not in
-    ``cfg.data.exclude``.
-
-    Raises:
-        DataError: an explicit feature is missing or not numeric, or a target / forward-return
-            column (``looks_like_target`` or a configured target) would be a feature.
-    """
-    feats, problems = _selection_problems(schema, cfg)
-    if problems:
-        raise DataError(" ".join(problems))
-    return feats
 
 
 def _fmt(x: float) -> str:
@@ -186,7 +100,7 @@ def _plan(lf: pl.LazyFrame, cfg: Config, part: str) -> _Plan:
     """The pass for ``part``: "all" (``run_checks``), or what one check alone needs: "rows"
     (``date_stats``), "targets", "ret" (1-day bound) or "leak"."""
     schema, d, hz = lf.collect_schema(), cfg.data, Horizons.from_config(cfg)
-    sel, problems = _selection_problems(schema, cfg)
+    sel, problems = selection_problems(schema, cfg)
     feats = [f for f in sel if f in schema and schema[f].is_numeric()] if part in ("all", "rows", "leak") else []
     targets = target_columns(schema, cfg) if part != "ret" else []
     floats = [n for n, t in schema.items() if t.is_float()] if part in ("all", "rows") else []
@@ -277,7 +191,7 @@ def _polars_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str],
 
 def check_feature_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     """The feature selection is valid: figure = number of problems (see ``feature_columns``)."""
-    feats, problems = _selection_problems(lf.collect_schema(), cfg)
+    feats, problems = selection_problems(lf.collect_schema(), cfg)
     return [CheckResult.compare("feature_columns", len(problems), 0, "<=", " ".join(problems),
                                 [f"{len(feats)} features"])]
 
@@ -515,18 +429,3 @@ def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config
     """Run every check in ``CHECKS`` (one pass); feature checks are skipped when the selection
     itself fails. The results of ``run_checks_by_name``, flat."""
     return [r for results in run_checks_by_name(lf_or_path, cfg).values() for r in results]
-
-
-def cli_check_data(args: argparse.Namespace) -> int:
-    """``atft check-data PATH [--config C] [--json OUT] [key=value ...]``: exit 1 if any check fails."""
-    cfg = load(args.config or "default", list(args.overrides or []))
-    t0 = time.perf_counter()
-    results = run_checks(args.path, cfg)
-    seconds = time.perf_counter() - t0
-    failed = [r for r in results if not r.passed]
-    print(format_table(results))
-    print(f"{len(results)} checks, {len(failed)} failed, {seconds:.2f} s ({args.path})")
-    if args.json:
-        write_json(args.json, {"path": str(args.path), "passed": not failed, "seconds": seconds,
-                               "results": [r.to_dict() for r in results]})
-    return 1 if failed else 0

@@ -8,7 +8,7 @@ Daily return of stock i from day t to t+1, stored as ``feat_ret_1d`` on row (i, 
   unit-variance Student-t(``t_dof``) shocks; betas ~ N(1, ``beta_sd``^2) clipped to ``beta_clip``;
 * GARCH(1,1) idiosyncratic volatility (``garch_alpha``, ``garch_beta``) around a per-stock
   log-normal level (median ``idio_vol``), Student-t shocks;
-* mu[i,t] = c a[t] u[i,t], planted from what is known at t (see ``atft.data.oracle``); c is solved
+* mu[i,t] = c a[t] u[i,t], planted from what is known at t (see ``atft.synth.oracle``); c is solved
   by bisection so that the 1-day oracle IC on this draw's realized noise equals ``oracle_ic``.
 
 Choices made here (documented contract of the file):
@@ -36,36 +36,26 @@ Choices made here (documented contract of the file):
 * Rows are sorted by (Code, Date); codes are distinct 4-digit strings, dates are Mon-Fri business
   days from ``start_date``; ``sector`` is a String ("S03") so it is never read as a feature.
 
-Files: ``<stem>.parquet`` (training panel), ``<stem>.meta.json`` (all parameters, seed, shapes,
-feature roles, the oracle IC per horizon, the no-graph ceiling, ICIR) and ``<stem>.truth.parquet``
-(Code, Date, ``mu_horizon_{h}d`` and the own-features-only ``mu_own_horizon_{h}d``), each
-written atomically. The same seed gives identical files.
+``generate`` returns the training frame, the truth frame (Code, Date, ``mu_horizon_{h}d`` and
+the own-features-only ``mu_own_horizon_{h}d``) and the sidecar metadata (all parameters, seed,
+shapes, feature roles, the oracle IC per horizon, the no-graph ceiling, ICIR); ``atft.synth.cache``
+writes them. The same seed gives identical frames.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import os
-import time
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import polars as pl
-from filelock import FileLock
 
-from atft.config import Config, SynthConfig
-from atft.data.oracle import calibrate_scale, horizon_means, oracle_table
-from atft.data.source import TRUTH_SUFFIX
+from atft.config import SynthConfig
 from atft.errors import InputError
-from atft.horizons import DEFAULT_TEMPLATE, output_key, target_column
-from atft.io import atomic_path, write_json
+from atft.horizons import DEFAULT_TEMPLATE, target_column, truth_column
+from atft.synth.oracle import calibrate_scale, horizon_means, oracle_table
 
 GENERATOR_VERSION = 2  # bump when the same parameters would give a different panel (2: float32 draws)
-SIDECAR_SUFFIX = ".meta.json"
 DEFAULT_HORIZONS: tuple[int, ...] = (1, 5, 10, 20)
 _CODE_RANGE = (1300, 10000)  # 4-digit codes "1300".."9999"
 
@@ -147,23 +137,6 @@ class SynthResult:
     panel: pl.DataFrame  # Code, Date, sector, features (Float32), targets (Float32)
     truth: pl.DataFrame  # Code, Date, mu_horizon_{h}d, mu_own_horizon_{h}d (Float64)
     meta: dict[str, Any]  # parameters, shapes, roles, oracle IC per horizon
-
-
-def truth_column(h: int, own_only: bool = False) -> str:
-    """Truth column of horizon h: ``mu_horizon_{h}d`` (``mu_own_horizon_{h}d`` without the graph)."""
-    return f"mu_{'own_' if own_only else ''}{output_key(h)}"
-
-
-def sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """``<stem>.meta.json`` next to the panel parquet."""
-    p = Path(path)
-    return p.with_name(p.stem + SIDECAR_SUFFIX)
-
-
-def truth_path(path: str | os.PathLike[str]) -> Path:
-    """``<stem>.truth.parquet`` next to the panel parquet (excluded from dataset scans)."""
-    p = Path(path)
-    return p.with_name(p.stem + TRUTH_SUFFIX)
 
 
 def _student_t(rng: np.random.Generator, dof: float, size: Any) -> np.ndarray:
@@ -327,7 +300,7 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
         *[pl.Series(truth_column(h, True), mu_own[h][tt, ii]) for h in hz],
     )
     meta = {
-        "generator": "atft.data.synthetic", "version": GENERATOR_VERSION,
+        "generator": "atft.synth", "version": GENERATOR_VERSION,
         "params": asdict(p), "seed": p.seed, "horizons": list(hz), "target_template": template,
         "shape": {"stocks": n, "days": d, "features": nf, "rows": panel.height},
         "columns": {"code": "Code", "date": "Date", "sector": "sector",
@@ -347,76 +320,3 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
         "no_graph_ic": {key: o["no_graph_ic"] for key, o in oracle.items()},
     }
     return SynthResult(panel=panel, truth=truth, meta=meta)
-
-
-def write_panel(out: str | os.PathLike[str], result: SynthResult) -> Path:
-    """Write ``<stem>.parquet``, ``<stem>.meta.json`` and ``<stem>.truth.parquet`` atomically.
-
-    The training parquet is written last, so its presence implies the other two exist.
-
-    Raises:
-        InputError: ``out`` does not end with ``.parquet`` or ends with ``.truth.parquet``.
-    """
-    path = Path(out)
-    if path.suffix != ".parquet" or path.name.endswith(TRUTH_SUFFIX):
-        raise InputError(f"output path {path} must end with '.parquet' (and not '{TRUTH_SUFFIX}'). "
-                         "Fix: pass e.g. --out data/synth.parquet.")
-    meta = dict(result.meta, files={"panel": path.name, "truth": truth_path(path).name})
-    with atomic_path(truth_path(path)) as tmp:
-        result.truth.write_parquet(tmp)
-    write_json(sidecar_path(path), meta)
-    with atomic_path(path) as tmp:
-        result.panel.write_parquet(tmp)
-    return path
-
-
-def default_panel_name(params: SynthParams, horizons: tuple[int, ...] | list[int],
-                       template: str) -> str:
-    """``synth_<hash>.parquet``: a short hash of the parameters, horizons, template and version."""
-    key = json.dumps({"params": asdict(params), "horizons": [int(h) for h in horizons],
-                      "template": template, "version": GENERATOR_VERSION}, sort_keys=True)
-    return f"synth_{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
-
-
-def ensure_default_panel(cfg: Config) -> Path:
-    """The embedded default panel for ``cfg.data.synthetic``, generated into ``cfg.data.cache_dir``
-    once (under a file lock shared by xdist workers) and reused afterwards."""
-    params = SynthParams.from_config(cfg.data.synthetic)
-    horizons = tuple(int(h) for h in cfg.data.horizons)
-    cache = Path(cfg.data.cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / default_panel_name(params, horizons, cfg.data.target_template)
-    with FileLock(str(path) + ".lock"):
-        if not (path.exists() and sidecar_path(path).exists() and truth_path(path).exists()):
-            write_panel(path, generate(params, horizons, cfg.data.target_template))
-    return path
-
-
-def cli_synth(args: argparse.Namespace) -> int:
-    """``atft synth --out PATH [--stocks N] [--days D] [--features F] [--seed S] [--config C]``."""
-    from atft.config import load
-
-    cfg = load(args.config or "default")
-    params = SynthParams.from_config(cfg.data.synthetic, stocks=args.stocks, days=args.days,
-                                     features=args.features, seed=args.seed)
-    if params.informative + params.peer_features > params.features:  # --features below the default split
-        params = replace(params, informative=max(1, params.features - params.peer_features))
-    if params.stocks < 2 * params.sectors:  # --stocks below the default's 2 stocks per sector
-        params = replace(params, sectors=max(1, params.stocks // 2))
-        print(f"--stocks {params.stocks}: {params.sectors} sectors (at least 2 stocks per sector)")
-    t0 = time.perf_counter()
-    result = generate(params, cfg.data.horizons, cfg.data.target_template)
-    t_gen = time.perf_counter() - t0
-    path = write_panel(args.out, result)
-    t_all = time.perf_counter() - t0
-    shape = result.meta["shape"]
-    print(f"wrote {path} ({shape['rows']} rows: {shape['stocks']} stocks x {shape['days']} days x "
-          f"{shape['features']} features, {path.stat().st_size / 1e6:.1f} MB), "
-          f"{sidecar_path(path).name}, {truth_path(path).name}")
-    print(f"generated in {t_gen:.2f} s, written in {t_all - t_gen:.2f} s (seed {params.seed}, "
-          f"c = {result.meta['signal_scale_c']:.4g})")
-    print(f"{'horizon':>12} {'oracle IC':>10} {'IC std':>8} {'ICIR':>7} {'no-graph IC':>12} {'graph share':>12}")
-    for key, o in result.meta["oracle"].items():
-        print(f"{key:>12} {o['ic']:>10.4f} {o['ic_std']:>8.4f} {o['icir']:>7.3f} "
-              f"{o['no_graph_ic']:>12.4f} {o['graph_share_of_oracle']:>12.3f}")
-    return 0

@@ -1,4 +1,4 @@
-"""`atft train`: config from flags, ``fit``, and the closing table (IC next to the oracle IC).
+"""``atft train``: config from flags, ``fit``, and the closing table (IC next to the oracle IC).
 
 ``--batch-size`` is ``train.batch_size``: the number of stocks per optimisation step. Whole
 trading days are packed into a step until adding the next day would exceed it (a day with
@@ -9,7 +9,6 @@ days.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -34,44 +33,30 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def apply_single_process(cfg: Config) -> None:
-    """FORCE_SINGLE_PROCESS / train.single_process: one torch and polars thread."""
+    """FORCE_SINGLE_PROCESS / train.single_process: one torch thread (training and graph building,
+    set again by ``fit``) and ``POLARS_MAX_THREADS=1`` before polars is first imported by this
+    command (polars reads it once, at import). The loader builds batches in the training process:
+    there are no loader worker processes to cap."""
     if cfg.train.single_process:
         import torch
 
         os.environ.setdefault("POLARS_MAX_THREADS", "1")
         torch.set_num_threads(1)
-        log.info("single process: torch threads=1, POLARS_MAX_THREADS=%s, loader workers=0",
+        log.info("single process: torch threads=1, POLARS_MAX_THREADS=%s",
                  os.environ["POLARS_MAX_THREADS"])
 
 
 def oracle_for(cfg: Config, *, generate: bool = True) -> dict[str, Any] | None:
-    """The synthetic sidecar's oracle IC per horizon, when the data has one.
+    """The synthetic sidecar of the run's data, when it has one (``atft.synth.cache.read_sidecar``).
 
     Args:
         cfg: the run's config (``data.path``; "" = the embedded synthetic panel).
         generate: write the embedded panel into ``data.cache_dir`` when it is not there yet;
             False only looks for an existing one.
     """
-    from atft.data.synthetic import (
-        SynthParams,
-        default_panel_name,
-        ensure_default_panel,
-        sidecar_path,
-    )
+    from atft.synth.cache import read_sidecar
 
-    if cfg.data.path:
-        path = Path(cfg.data.path)
-    elif generate:
-        path = ensure_default_panel(cfg)
-    else:
-        path = Path(cfg.data.cache_dir) / default_panel_name(
-            SynthParams.from_config(cfg.data.synthetic), [int(h) for h in cfg.data.horizons],
-            cfg.data.target_template)
-    side = sidecar_path(path) if path.is_file() else None
-    if side is None or not side.exists():
-        return None
-    meta = json.loads(side.read_text())
-    return meta
+    return read_sidecar(cfg, generate_default=generate)
 
 
 def same_rows_oracle(cfg: Config, run_dir: Path, horizons: Horizons) -> dict[str, float] | None:
@@ -79,12 +64,12 @@ def same_rows_oracle(cfg: Config, run_dir: Path, horizons: Horizons) -> dict[str
 
     The sidecar's oracle IC is over the whole panel; a split's own oracle differs from it by
     about sd(daily IC) / sqrt(dates), more than model variants differ, so the ratio that
-    means something is against the same rows (``atft.data.oracle.oracle_on_predictions``).
+    means something is against the same rows (``atft.synth.oracle.oracle_on_predictions``).
     """
     import polars as pl
 
-    from atft.data.oracle import oracle_on_predictions
-    from atft.data.synthetic import ensure_default_panel, truth_path
+    from atft.synth.cache import ensure_default_panel, truth_path
+    from atft.synth.oracle import oracle_on_predictions
 
     data = Path(cfg.data.path) if cfg.data.path else ensure_default_panel(cfg)
     preds = run_dir / "predictions_test.parquet"
@@ -92,6 +77,27 @@ def same_rows_oracle(cfg: Config, run_dir: Path, horizons: Horizons) -> dict[str
         return None
     same = oracle_on_predictions(pl.read_parquet(preds), truth_path(data), horizons, cfg.data.min_stocks)
     return {k: v["oracle_ic"] for k, v in same.items()}
+
+
+def attach_oracle(cfg: Config, final: dict[str, Any], run_dir: Path, horizons: Horizons
+                  ) -> tuple[dict[str, Any] | None, dict[str, float] | None]:
+    """Add the synthetic oracle to a finished run's ``metrics.json`` (training never reads it).
+
+    ``final["oracle"]`` gets the sidecar's whole-panel ``oracle_ic`` / ``no_graph_ic`` and the
+    oracle IC on the run's own test rows (``test_rows_oracle_ic``); nothing for data without a
+    sidecar or a sidecar of another panel shape. Returns (sidecar, same-rows oracle IC).
+    """
+    from atft.io import write_json
+
+    meta = oracle_for(cfg)
+    if not meta or "oracle_ic" not in meta:
+        return None, None
+    same = same_rows_oracle(cfg, run_dir, horizons)
+    final["oracle"] = {k: meta[k] for k in ("oracle_ic", "no_graph_ic") if k in meta}
+    if same is not None:
+        final["oracle"]["test_rows_oracle_ic"] = same
+    write_json(run_dir / "metrics.json", final)
+    return meta, same
 
 
 def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, Any] | None,
@@ -116,7 +122,8 @@ def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, A
 
 
 def cli_train(args: argparse.Namespace) -> int:
-    from atft.train.loop import fit
+    """``atft train``: fit, then the closing table with the oracle when the data has one."""
+    from atft.train.fit import fit
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -132,9 +139,8 @@ def cli_train(args: argparse.Namespace) -> int:
     apply_single_process(cfg)
     result = fit(cfg, resume=resume)
     horizons = Horizons.from_config(cfg)
-    oracle = oracle_for(cfg)
+    oracle, same = attach_oracle(cfg, result.final, result.run_dir, horizons)
     print(f"run: {result.run_dir}  best epoch {result.best_epoch} "
           f"({cfg.train.early_stopping_metric}={result.best_metric:.4f})")
-    print(summary_table(result.final, horizons, oracle,
-                        same_rows_oracle(cfg, result.run_dir, horizons) if oracle else None))
+    print(summary_table(result.final, horizons, oracle, same))
     return 0

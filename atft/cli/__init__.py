@@ -1,8 +1,9 @@
-"""`atft` command line: synth | build-dataset | check-data | filter-data | train | diagnose-head | report.
+"""``atft`` command line: synth | build-dataset | check-data | filter-data | train | diagnose-head | report.
 
-Each sub-command is a thin wrapper around a function ``cli_<name>(args) -> int`` in the module
-that owns the concept; heavy modules are imported only when their command runs. Input errors
-(``atft.errors.InputError``) print one line naming the problem and the fix and exit 2.
+``atft.cli`` owns every ``cli_<name>(args) -> int`` function and all printing: ``data``
+(synth, build-dataset, check-data, filter-data), ``train``, ``diagnose``, ``report``. Heavy
+modules are imported only when their command runs. Input errors (``atft.errors.InputError``)
+print one line naming the problem and the fix and exit 2.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from atft.errors import InputError
 
 # command -> "module:function"
 COMMANDS: dict[str, str] = {
-    "synth": "atft.data.synthetic:cli_synth",
-    "build-dataset": "atft.data.prices:cli_build_dataset",
-    "check-data": "atft.health.data:cli_check_data",
-    "filter-data": "atft.data.filter:cli_filter_data",
-    "train": "atft.train.run:cli_train",
-    "diagnose-head": "atft.model.diagnose:cli_diagnose_head",
-    "report": "atft.health.report:cli_report",
+    "synth": "atft.cli.data:cli_synth",
+    "build-dataset": "atft.cli.data:cli_build_dataset",
+    "check-data": "atft.cli.data:cli_check_data",
+    "filter-data": "atft.cli.data:cli_filter_data",
+    "train": "atft.cli.train:cli_train",
+    "diagnose-head": "atft.cli.diagnose:cli_diagnose_head",
+    "report": "atft.cli.report:cli_report",
 }
 
 
@@ -103,7 +104,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"atft {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

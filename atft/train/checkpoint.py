@@ -1,33 +1,40 @@
-"""Model checkpoints: weights + the plain-dict config, written atomically, read with weights_only.
+"""Checkpoints: weights, the plain-dict config and the fitted normalizer, written atomically, read
+with ``weights_only``.
 
 A checkpoint is a ``dict``::
 
-    {"state_dict", "config": atft.config.to_dict(cfg), "num_features", "format_version", **extra}
+    {"state_dict", "config": atft.config.to_dict(cfg), "num_features", "format_version",
+     "normalizer": Normalizer.state_dict(), **extra}
 
 Everything in it is a tensor, int, float, bool, str, None, list or dict of those, so it loads
-with ``torch.load(weights_only=True)`` (no pickled objects, no arbitrary code). The training
-loop stores optimizer / scheduler / RNG state in ``extra``.
+with ``torch.load(weights_only=True)`` (no pickled objects, no arbitrary code). The normalizer
+(train-date winsor bounds, target scale) is what makes a checkpoint score new data exactly as
+its run did: ``load_model`` returns it and ``atft.train.prepare.prepare(cfg, normalizer=...)``
+applies it instead of refitting. The training loop stores optimizer / scheduler / RNG state in
+``extra``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from atft.config import Config, from_dict, to_dict
+from atft.data.normalize import Normalizer
 from atft.errors import ConfigError, InputError, ShapeError
 from atft.io import atomic_path
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
 
-FORMAT_VERSION = 1
-RESERVED = ("state_dict", "config", "num_features", "format_version")
+FORMAT_VERSION = 2  # 2: the fitted normalizer is stored
+RESERVED = ("state_dict", "config", "num_features", "format_version", "normalizer")
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: ATFT_GAT_FAN, cfg: Config, *,
-                    extra: dict[str, Any] | None = None) -> None:
-    """Atomically write ``model``'s weights, ``cfg`` as a plain dict, F and ``extra``.
+def save_checkpoint(path: str | os.PathLike[str], model: ATFT_GAT_FAN, cfg: Config,
+                    normalizer: Normalizer, *, extra: dict[str, Any] | None = None) -> None:
+    """Atomically write ``model``'s weights, ``cfg`` as a plain dict, F, the fitted ``normalizer``
+    and ``extra``.
 
     Raises:
         InputError: ``extra`` uses a reserved key.
@@ -42,6 +49,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: ATFT_GAT_FAN, cfg: Conf
         "config": to_dict(cfg),
         "num_features": int(model.num_features),
         "format_version": FORMAT_VERSION,
+        "normalizer": normalizer.state_dict(),
         **extra,
     }
     with atomic_path(path) as tmp:
@@ -72,13 +80,32 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ck
 
 
-def _graph_on(cfg: Config) -> bool:
-    return bool(cfg.model.use_gat and cfg.graph.enabled)
+def normalizer_from(ck: dict[str, Any]) -> Normalizer:
+    """The fitted normalizer stored in a checkpoint dict (``load_checkpoint``)."""
+    norm = Normalizer()
+    norm.load_state_dict(ck["normalizer"])
+    return norm
+
+
+def require_features(path: str | os.PathLike[str], stored_f: int, f: int | None, what: str) -> None:
+    """Raise ShapeError when ``what`` has another feature count ``f`` (> 0) than the checkpoint."""
+    if f is not None and f > 0 and f != stored_f:
+        raise ShapeError(f"checkpoint {path} was trained with F={stored_f} features but "
+                         f"{what} has F={f}. Fix: use the same feature set as training "
+                         f"(data.features / model.num_features={stored_f}) or retrain.")
+
+
+class Restored(NamedTuple):
+    """Everything a checkpoint restores: the model (eval mode), its config and its normalizer."""
+
+    model: ATFT_GAT_FAN
+    config: Config
+    normalizer: Normalizer
 
 
 def load_model(path: str | os.PathLike[str], cfg: Config | None = None,
-               num_features: int | None = None) -> tuple[ATFT_GAT_FAN, Config]:
-    """Rebuild the model from the checkpoint's own config and load its weights.
+               num_features: int | None = None) -> Restored:
+    """Rebuild the model from the checkpoint's own config, load its weights and its normalizer.
 
     Args:
         path: checkpoint file.
@@ -86,7 +113,7 @@ def load_model(path: str | os.PathLike[str], cfg: Config | None = None,
         num_features: the caller's data feature count; must match the stored F.
 
     Returns:
-        ``(model, stored_cfg)``; the model is in eval mode.
+        ``Restored(model, stored_cfg, normalizer)``; the model is in eval mode.
 
     Raises:
         ShapeError: the caller's F differs from the stored F (both numbers named).
@@ -96,15 +123,12 @@ def load_model(path: str | os.PathLike[str], cfg: Config | None = None,
     ck = load_checkpoint(path)
     stored_cfg = from_dict(ck["config"])
     stored_f = int(ck["num_features"])
-    for what, f in (("the data", num_features), ("model.num_features in the config",
-                                                  cfg.model.num_features if cfg is not None else None)):
-        if f is not None and f > 0 and f != stored_f:
-            raise ShapeError(f"checkpoint {path} was trained with F={stored_f} features but "
-                             f"{what} has F={f}. Fix: use the same feature set as training "
-                             f"(data.features / model.num_features={stored_f}) or retrain.")
+    require_features(path, stored_f, num_features, "the data")
+    require_features(path, stored_f, cfg.model.num_features if cfg is not None else None,
+                     "model.num_features in the config")
     if cfg is not None:
         diffs = [f"{k}: checkpoint {a}, config {b}" for k, a, b in (
-            ("graph path (model.use_gat and graph.enabled)", _graph_on(stored_cfg), _graph_on(cfg)),
+            ("graph path (model.use_gat and graph.enabled)", stored_cfg.graph_on, cfg.graph_on),
             ("model.adaptive_norm", stored_cfg.model.adaptive_norm, cfg.model.adaptive_norm),
         ) if a != b]
         if diffs:
@@ -114,4 +138,4 @@ def load_model(path: str | os.PathLike[str], cfg: Config | None = None,
     model = ATFT_GAT_FAN.from_config(stored_cfg, stored_f)
     model.load_state_dict(ck["state_dict"])
     model.eval()
-    return model, stored_cfg
+    return Restored(model, stored_cfg, normalizer_from(ck))

@@ -1,6 +1,6 @@
 """The oracle of the synthetic panel: planted h-day conditional means and their per-date IC.
 
-The generator (``atft.data.synthetic``) plants a 1-day conditional mean
+The generator (``atft.synth.generator``) plants a 1-day conditional mean
 
     mu[i, t] = c * a[t] * u[i, t],   u = sqrt(1 - s) * own[i, t] + sqrt(s) * peer[i, t]
 
@@ -28,56 +28,27 @@ stocks with a valid target that date (dates with fewer than ``min_stocks`` are s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
+import polars as pl
 
 from atft.errors import InputError
-from atft.horizons import output_key
+from atft.eval.inference import ic_summary, paired_ic_tstat
+from atft.eval.metrics import DailyIC, per_date_ic
+from atft.horizons import Horizons, output_key
 
 
-def per_date_pearson(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                     min_stocks: int = 20) -> np.ndarray:
-    """Per-date Pearson correlation over the stocks where ``mask`` is True.
-
-    Args:
-        pred: predictions (any finite values where ``mask``).
-        target: realized values (finite where ``mask``).
-        mask: which (date, stock) cells count.
-        min_stocks: dates with fewer masked stocks give NaN (skipped).
-
-    Returns:
-        ``[D]`` float64; NaN for skipped dates and for dates where either side is constant.
+def daily_ic(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, min_stocks: int = 20) -> DailyIC:
+    """Per-date Pearson IC of dense ``[D, N]`` arrays over the cells where ``mask`` holds
+    (``atft.eval.metrics.per_date_ic`` on the masked rows; dates are the row indices 0..D-1).
 
     Shapes:
-        pred, target, mask: ``[D, N]``.
+        pred, target, mask: ``[D, N]`` -> ``DailyIC`` over the dates with >= ``min_stocks`` cells.
     """
-    m = mask.astype(np.float64)
-    n = m.sum(axis=1)  # [D]
-    p = np.where(mask, pred, 0.0).astype(np.float64)
-    y = np.where(mask, target, 0.0).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pc = (p - (p.sum(axis=1) / n)[:, None]) * m  # [D, N] centred, zero off-mask
-        yc = (y - (y.sum(axis=1) / n)[:, None]) * m
-        cov = (pc * yc).sum(axis=1)
-        den = np.sqrt((pc * pc).sum(axis=1) * (yc * yc).sum(axis=1))
-        ic = np.where(den > 0, cov / den, np.nan)
-    ic[n < min_stocks] = np.nan
-    return ic
-
-
-def ic_summary(daily: np.ndarray) -> dict[str, float]:
-    """Mean, std (ddof=1), ICIR (mean/std, not annualized) and date count of a daily IC series.
-
-    Shapes:
-        daily: ``[D]`` with NaN for skipped dates.
-    """
-    v = daily[np.isfinite(daily)]
-    if v.size < 2:
-        return {"ic": float("nan"), "ic_std": float("nan"), "icir": float("nan"), "n_dates": int(v.size)}
-    mean, std = float(v.mean()), float(v.std(ddof=1))
-    return {"ic": mean, "ic_std": std, "icir": mean / std if std > 0 else float("nan"),
-            "n_dates": int(v.size)}
+    rows = np.nonzero(mask)
+    return per_date_ic(pred[rows], target[rows], rows[0], min_stocks=min_stocks)
 
 
 def oracle_table(mu: dict[int, np.ndarray], mu_own: dict[int, np.ndarray], targets: np.ndarray,
@@ -95,8 +66,8 @@ def oracle_table(mu: dict[int, np.ndarray], mu_own: dict[int, np.ndarray], targe
     for k, h in enumerate(horizons):
         y = targets[..., k].astype(np.float64)
         ok = np.isfinite(y)
-        full = ic_summary(per_date_pearson(mu[h], y, ok, min_stocks))
-        own = ic_summary(per_date_pearson(mu_own[h], y, ok, min_stocks))
+        full = ic_summary(daily_ic(mu[h], y, ok, min_stocks).values)
+        own = ic_summary(daily_ic(mu_own[h], y, ok, min_stocks).values)
         out[output_key(h)] = {**full, "no_graph_ic": own["ic"], "no_graph_icir": own["icir"],
                               "graph_share_of_oracle": 1.0 - own["ic"] / full["ic"]}
     return out
@@ -175,8 +146,7 @@ def calibrate_scale(u: np.ndarray, a: np.ndarray, noise: np.ndarray, mask: np.nd
                          "to a correlation such as 0.10.")
 
     def ic(c: float) -> float:
-        daily = per_date_pearson(u, c * a[:, None] * u + noise, mask, min_stocks)
-        return float(np.nanmean(daily)) if np.isfinite(daily).any() else float("nan")
+        return daily_ic(u, c * a[:, None] * u + noise, mask, min_stocks).mean
 
     lo, hi = -12.0, 2.0  # log10 c: from no signal to signal >> noise
     ic_hi = ic(10.0**hi)
@@ -192,8 +162,8 @@ def calibrate_scale(u: np.ndarray, a: np.ndarray, noise: np.ndarray, mask: np.nd
     return float(10.0 ** (0.5 * (lo + hi)))
 
 
-def oracle_on_predictions(predictions: object, truth_file: object, horizons: object,
-                          min_stocks: int = 20) -> dict[str, dict[str, float]]:
+def oracle_on_predictions(predictions: pl.DataFrame, truth_file: str | os.PathLike[str],
+                          horizons: Horizons, min_stocks: int = 20) -> dict[str, dict[str, float]]:
     """The oracle on exactly the rows of a predictions frame (same dates, same stocks).
 
     A model's IC on a split is compared with the oracle's IC on the same (Code, Date) rows and
@@ -210,18 +180,15 @@ def oracle_on_predictions(predictions: object, truth_file: object, horizons: obj
         per horizon key: ``oracle_ic``, ``model_ic`` (same rows), ``ratio``, ``n_dates``, and the
         paired per-date t-stat of (model - oracle) IC.
     """
-    import polars as pl
-
-    from atft.train.metrics import paired_ic_tstat, per_date_ic
-
-    frame: pl.DataFrame = predictions  # type: ignore[assignment]
+    frame = predictions
     truth = pl.read_parquet(str(truth_file))
     joined = frame.join(truth, on=["Code", "Date"], how="left")
     date_id = joined["Date"].to_physical().to_numpy()
     out: dict[str, dict[str, float]] = {}
-    for key, tcol, pcol in zip(horizons.keys, horizons.targets, horizons.pred_columns, strict=True):  # type: ignore[attr-defined]
+    for key, tcol, pcol, mcol in zip(horizons.keys, horizons.targets, horizons.pred_columns,
+                                     horizons.truth_columns(), strict=True):
         y = joined[tcol].fill_null(float("nan")).to_numpy().astype(np.float64)
-        mu = joined[f"mu_{key}"].fill_null(float("nan")).to_numpy().astype(np.float64)
+        mu = joined[mcol].fill_null(float("nan")).to_numpy().astype(np.float64)
         p = joined[pcol].fill_null(float("nan")).to_numpy().astype(np.float64)
         o = per_date_ic(mu, y, date_id, min_stocks=min_stocks)
         m = per_date_ic(p, y, date_id, min_stocks=min_stocks)

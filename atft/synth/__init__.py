@@ -1,0 +1,1 @@
+"""The synthetic benchmark: markets with a known oracle (generator), their oracle and the file cache."""

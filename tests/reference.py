@@ -1,0 +1,62 @@
+"""Reference implementations the tests (and bench/bench_model.py) compare the product code with.
+
+Straightforward, slow versions of vectorized product code: never imported by ``atft``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from atft.graph.builder import ROW_CHUNK, GraphBuilder, _corr_rows, _prepare
+from atft.model.vsn import VariableSelectionNetwork
+
+
+RAW_GRAPH = {"threshold": 0.3, "residual": "none", "rank_by": "abs"}  # the raw |rho| graph of the graph tests
+
+
+def raw_builder(**kw: object) -> GraphBuilder:
+    """A builder on raw returns ranked by |rho| above 0.3 unless ``kw`` says otherwise."""
+    return GraphBuilder(**{**RAW_GRAPH, **kw})  # type: ignore[arg-type]
+
+
+def pairwise_corr(returns: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Pearson correlation of every pair over their common observations (full matrix; for checks).
+
+    Shapes:
+        returns: ``[L, N]`` (NaN missing) -> (rho ``[N, N]`` float32, NaN where undefined;
+        counts ``[N, N]`` float32 of overlapping observations).
+    """
+    m, x, x2 = _prepare(returns)
+    parts = [_corr_rows(m, x, x2, r0, min(r0 + ROW_CHUNK, m.shape[1])) for r0 in range(0, m.shape[1], ROW_CHUNK)]
+    if not parts:
+        return torch.zeros((0, 0)), torch.zeros((0, 0))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def loop_reference(vsn: VariableSelectionNetwork, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The same VSN written the straightforward way: a Python loop over features, sharing weights.
+
+    For tests and the benchmark only (eval mode, no dropout). Shapes as ``VariableSelectionNetwork``.
+    """
+    n, t, f = x.shape
+    flat = x.reshape(n * t, f)
+    g = vsn.feature_grns
+    glu, norm = g.gate_norm.glu.fc, g.gate_norm.norm
+    # one view per feature, taken once (unbind's backward is a single stack, as for F modules)
+    per_feature = [p.unbind(0) for p in (vsn.embed.weight, vsn.embed.bias, g.fc1.weight, g.fc1.bias,
+                                         g.fc2.weight, g.fc2.bias, glu.weight, glu.bias,
+                                         norm.weight, norm.bias)]
+    outs = []
+    for i, (we, be, w1, b1, w2, b2, wg, bg, wn, bn) in enumerate(zip(*per_feature, strict=True)):
+        e = flat[:, i : i + 1] @ we + be  # [B, H]
+        eta1 = F.elu(e @ w1 + b1) @ w2 + b2  # [B, H]
+        value, gate = (eta1 @ wg + bg).chunk(2, dim=-1)
+        y = F.layer_norm(e + value * torch.sigmoid(gate), (vsn.hidden_size,), eps=norm.eps)
+        outs.append(y * wn + bn)  # [B, H]
+    xi = torch.stack(outs, dim=1)  # [B, F, H]
+    v = vsn.weights(flat)  # [B, F]
+    out = (xi * v.unsqueeze(-1)).sum(dim=1)
+    return out.reshape(n, t, vsn.hidden_size), v.reshape(n, t, f)
