@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,21 @@ def apply_env_flags(cfg: Config, env: Any) -> list[str]:
     return changed
 
 
+def validate_quantiles(quantiles: Sequence[float]) -> list[float]:
+    """THE quantile rule (config, loss and heads): strictly increasing levels in (0, 1) that
+    contain 0.5 (the median is the point forecast). Returns them as floats.
+
+    Raises:
+        ConfigError: any other list, named with the fix.
+    """
+    qs = [float(q) for q in quantiles]
+    if not qs or sorted(set(qs)) != qs or any(not 0.0 < q < 1.0 for q in qs) or 0.5 not in qs:
+        raise ConfigError(
+            f"model.quantiles must be strictly increasing in (0, 1) and contain 0.5, got {qs}. "
+            "Fix: e.g. [0.2, 0.5, 0.8] (the median is the point forecast).")
+    return qs
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -327,9 +343,7 @@ def validate(cfg: Config) -> None:
                           f"{max(d.horizons)}: targets would cross the split. Fix: set -1 or >= {max(d.horizons)}.")
     if d.target_scaling not in ("cs_demean", "scale", "none"):
         raise ConfigError(f"data.target_scaling must be cs_demean|scale|none, got '{d.target_scaling}'.")
-    qs = list(m.quantiles)
-    if not qs or sorted(qs) != qs or any(not 0 < q < 1 for q in qs) or 0.5 not in qs:
-        raise ConfigError(f"model.quantiles must be increasing in (0, 1) and contain 0.5, got {qs}.")
+    validate_quantiles(m.quantiles)
     if m.vsn_selection not in ("softmax", "sigmoid"):
         raise ConfigError(f"model.vsn_selection must be softmax|sigmoid, got '{m.vsn_selection}'.")
     if not m.gat_heads or any(h < 1 for h in m.gat_heads):

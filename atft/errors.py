@@ -15,8 +15,8 @@ class DataError(InputError):
     """The dataset violates the data contract (missing columns, duplicates, wrong dtypes...)."""
 
 
-class ConfigError(InputError):
-    """Unknown config key, wrong type or inconsistent values."""
+class ConfigError(InputError, ValueError):
+    """Unknown config key, wrong type or inconsistent values (also a ValueError: a bad argument)."""
 
 
 class HorizonMismatchError(AtftError):

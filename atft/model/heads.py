@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from atft.config import validate_quantiles
+
 
 def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
@@ -38,9 +40,7 @@ class QuantileHead(nn.Module):
     def __init__(self, hidden_size: int, quantiles: Sequence[float], *, init_std: float = 0.05,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        qs = [float(q) for q in quantiles]
-        if 0.5 not in qs or sorted(qs) != qs or len(set(qs)) != len(qs):
-            raise ValueError(f"quantiles must be strictly increasing and contain 0.5, got {qs}")
+        qs = validate_quantiles(quantiles)  # a ConfigError, which is a ValueError
         self.quantiles, self.median_index, self.init_std = qs, qs.index(0.5), init_std
         self.hidden = nn.Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from atft.config import validate_quantiles
 from atft.data.batch import DayBatch
 from atft.errors import ConfigError, HorizonMismatchError, ShapeError
 from atft.horizons import Horizons
@@ -57,16 +58,6 @@ class LossOutput:
     corr: Tensor
     n_valid: int
     n_valid_per_horizon: dict[str, int] = field(default_factory=dict)
-
-
-def _check_quantiles(quantiles: Sequence[float]) -> list[float]:
-    qs = [float(q) for q in quantiles]
-    if not qs or sorted(set(qs)) != qs or any(not 0.0 < q < 1.0 for q in qs) or 0.5 not in qs:
-        raise ConfigError(
-            f"quantiles must be strictly increasing in (0, 1) and contain 0.5, got {qs}. "
-            "Fix: set model.quantiles, e.g. [0.2, 0.5, 0.8] (the median is the point forecast)."
-        )
-    return qs
 
 
 def _normalized_weights(weights: Sequence[float] | None, horizons: Horizons) -> list[float]:
@@ -147,7 +138,7 @@ class MultiHorizonLoss(nn.Module):
     def __init__(self, horizons: Horizons, quantiles: Sequence[float], pinball_weight: float = 1.0,
                  corr_weight: float = 0.0, horizon_weights: Sequence[float] | None = None) -> None:
         super().__init__()
-        qs = _check_quantiles(quantiles)
+        qs = validate_quantiles(quantiles)
         if not (pinball_weight >= 0.0 and corr_weight >= 0.0) or pinball_weight + corr_weight <= 0.0:
             raise ConfigError(
                 f"train.pinball_weight={pinball_weight} and train.corr_weight={corr_weight} must be "
