@@ -13,7 +13,6 @@ from torch import Tensor
 from atft.graph.builder import ROW_CHUNK, GraphBuilder, _corr_rows, _prepare
 from atft.model.vsn import VariableSelectionNetwork
 
-
 RAW_GRAPH = {"threshold": 0.3, "residual": "none", "rank_by": "abs"}  # the raw |rho| graph of the graph tests
 
 
