@@ -1,6 +1,5 @@
-"""Root pytest configuration: the atft health plugin (options, fixtures, report).
+"""The repo's own pytest configuration.
 
-Markers (declared in pyproject.toml, strict): smoke, cuda, slow.
+The atft health plugin is installed with the package (entry point ``pytest11: atft``), so it is
+active here as anywhere; markers ``smoke``, ``cuda``, ``slow`` are declared in pyproject.toml.
 """
-
-pytest_plugins = ["atft.health.plugin"]

@@ -29,7 +29,7 @@ from atft.health.model_checks import (
 from atft.health.result import CheckResult
 from atft.health.train_checks import checkpoint_checks, max_rising_run, quality_gate, slope
 from atft.horizons import Horizons
-from health_tests.strategies import make_batch
+from atft.synth.batches import make_batch
 
 
 @pytest.fixture(scope="module")

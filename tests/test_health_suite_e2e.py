@@ -53,7 +53,7 @@ def run_suite(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "smoke", str(REPO / "health_tests"), "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-m", "smoke", str(REPO / "atft" / "health_suite"), "-q", "-p", "no:cacheprovider",
          "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"), "--atft-report", str(report), *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600,
     )

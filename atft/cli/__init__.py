@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "train": "atft.cli.train:cli_train",
     "diagnose-head": "atft.cli.diagnose:cli_diagnose_head",
     "report": "atft.cli.report:cli_report",
+    "health": "atft.cli.report:cli_health",
 }
 
 
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, default=None, help="min std (default health.min_head_std)")
     s.add_argument("overrides", nargs="*", help="key=value config overrides")
 
+    s = sub.add_parser("health", help="run the health suite: pytest --pyargs atft.health_suite -m MARKER [args]",
+                       description="A thin wrapper of `pytest --pyargs atft.health_suite -m MARKER ...`: every "
+                                   "further argument goes to pytest (e.g. --atft-data D, --atft-model M:F, -n 2).")
+    s.add_argument("marker", choices=["smoke", "cuda", "slow"], help="which checks: smoke | cuda | slow")
+    s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments passed to pytest")
+
     s = sub.add_parser("report", help="Markdown + PNG plots from a health report JSON")
     s.add_argument("report", help="health_report.json")
     s.add_argument("--out", default="health_report", help="output directory")
@@ -87,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "health":  # everything after the marker belongs to pytest
+        args.pytest_args = list(args.pytest_args or []) + extra
+        extra = []
     # key=value overrides may stand anywhere among the options (argparse stops at the first option)
     if extra:
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):

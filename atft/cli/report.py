@@ -1,4 +1,4 @@
-"""``atft report``: Markdown + PNG plots of a health report (``atft.health.report``)."""
+"""``atft report`` (Markdown + PNG plots of a health report) and ``atft health`` (run the suite)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,11 @@ def cli_report(args: argparse.Namespace) -> int:
     md = render(report, Path(args.out))
     print(f"wrote {md} ({len(report['checks'])} checks)")
     return 0
+
+
+def cli_health(args: argparse.Namespace) -> int:
+    """``atft health smoke|cuda|slow [pytest args...]``: ``pytest --pyargs atft.health_suite -m MARKER``;
+    the exit code is pytest's (0 all passed, 1 a check failed, 2+ usage / internal errors)."""
+    import pytest
+
+    return int(pytest.main(["--pyargs", "atft.health_suite", "-m", args.marker, *args.pytest_args]))

@@ -85,6 +85,14 @@ class DayBatch:
             raw_targets=mv(self.raw_targets),
         )
 
+    def as_dict(self) -> dict[str, Tensor]:
+        """The dict input convention of a user's model (``--atft-model-input dict``).
+
+        Shapes:
+            -> ``{"features": [N, T, F], "edge_index": [2, E], "edge_attr": [E, 3]}``.
+        """
+        return {"features": self.features, "edge_index": self.edge_index, "edge_attr": self.edge_attr}
+
     def without_edges(self) -> DayBatch:
         """The same batch with no edges (for the "GAT not bypassed" check)."""
         return replace(

@@ -78,56 +78,110 @@ def check_head_spread(model: torch.nn.Module, batch: DayBatch, horizons: Horizon
     return results, samples
 
 
-def _grad_norm(module: torch.nn.Module | None) -> float:
-    if module is None:
-        return 0.0
-    sq = 0.0
-    for p in module.parameters():
+class GradRecorder:
+    """Records, per parameter, the gradient accumulated during a step (post-accumulate hooks), so
+    the norms are seen whatever the step does with ``.grad`` afterwards (clip, zero_grad)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.sq: dict[int, float] = {}
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook)
+                        for p in model.parameters() if p.requires_grad]
+
+    def _hook(self, p: torch.Tensor) -> None:
         if p.grad is not None:
-            sq += float(p.grad.detach().float().pow(2).sum())
-    return math.sqrt(sq) if math.isfinite(sq) else float("nan")
+            self.sq[id(p)] = self.sq.get(id(p), 0.0) + float(p.grad.detach().float().pow(2).sum())
+
+    def norm(self, module: torch.nn.Module | None) -> float:
+        if module is None:
+            return 0.0
+        sq = sum(self.sq.get(id(p), 0.0) for p in module.parameters())
+        return math.sqrt(sq) if math.isfinite(sq) else float("nan")
+
+    @property
+    def any_gradient(self) -> bool:
+        return any(v > 0 for v in self.sq.values())
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _as_float(loss: Any) -> float:
+    """The loss a step returned (a tensor, a number, or an object with ``.loss``) as a float."""
+    if torch.is_tensor(loss):
+        return float(loss.detach()) if loss.numel() == 1 else float("nan")
+    value = getattr(loss, "loss", loss)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def atft_step(loss_fn: Callable[..., Any], *, grad_clip: float = 0.0, bf16: bool = False) -> Callable[..., Any]:
+    """THE training step (``atft.train.step.train_step``, what ``train_epoch`` calls) bound to
+    ``loss_fn``, on the device of the model's parameters."""
+    from atft.train.step import train_step
+
+    def step(model: torch.nn.Module, batch: DayBatch, optimizer: torch.optim.Optimizer) -> float:
+        device = next(model.parameters()).device
+        return train_step(model, batch, loss_fn, optimizer, grad_clip=grad_clip, device=device, bf16=bf16).loss
+
+    return step
+
+
+def model_parts(model: torch.nn.Module) -> dict[str, torch.nn.Module | None]:
+    """Named parts for per-part gradient norms: atft's ``parts()`` (switched-off parts are None), or
+    a user's top-level children holding parameters."""
+    parts = getattr(model, "parts", None) or getattr(model, "children_to_check", None)
+    if callable(parts):
+        return dict(parts())
+    return {n: m for n, m in model.named_children() if any(True for _ in m.parameters())}
 
 
 def check_training_step(model: torch.nn.Module, batch: DayBatch, loss_fn: Callable[..., Any],
-                        allow_gat_bypass: bool = False) -> list[CheckResult]:
-    """One forward/backward: loss finite and > 0 with a gradient path; every part gets gradient.
+                        allow_gat_bypass: bool = False, *, step: Callable[..., Any] | None = None,
+                        lr: float = 1e-3) -> list[CheckResult]:
+    """One call of THE training step: loss finite and > 0, a gradient path, gradient in every part.
 
-    Parts come from ``model.parts()`` (vsn, tft, gat, fusion, heads). The GAT's gradient norm
-    must be > 0 unless ``allow_gat_bypass``.
+    ``step(model, batch, optimizer) -> loss`` defaults to atft's ``train_step`` with ``loss_fn``
+    (the function ``train_epoch`` calls); a user's step replaces it. Gradients are recorded as
+    they accumulate (``GradRecorder``), so the step may clip or clear them afterwards. Parts come
+    from ``model_parts``; the GAT's (and its fusion gate's) must be > 0 unless ``allow_gat_bypass``.
     """
+    step = step or atft_step(loss_fn)
+    rec = GradRecorder(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
-    model.zero_grad(set_to_none=True)
     torch.manual_seed(0)
-    out = model(batch)
-    lo = loss_fn(out, batch)
-    total = lo.total
-    value = float(total.detach()) if torch.is_tensor(total) else float(total)
-    has_path = float(torch.is_tensor(total) and total.requires_grad and total.grad_fn is not None)
+    error = ""
+    try:
+        value = _as_float(step(model, batch, opt))
+    except RuntimeError as exc:  # e.g. backward of a loss without a gradient path
+        value, error = float("nan"), f" The step raised: {str(exc).splitlines()[0]}."
+    finally:
+        rec.remove()
     results = [
         CheckResult.compare("loss_positive", value if math.isfinite(value) else float("nan"), 0.0, ">",
                             f"training loss is {value}: a zero or non-finite loss trains nothing "
                             "(the original bug: the prediction dict was not unwrapped, no horizon "
                             "matched, loss=0). Fix: the loss must read output['predictions'] and "
-                            "match every configured horizon."),
-        CheckResult.compare("loss_grad_path", has_path, 1.0, "==",
-                            "the loss has no gradient path to the parameters (detached constant). "
-                            "Fix: compute the loss from the model's predictions, never a new tensor."),
+                            "match every configured horizon." + error),
+        CheckResult.compare("loss_grad_path", float(rec.any_gradient), 1.0, "==",
+                            "the training step put no gradient on any parameter (a detached or constant "
+                            "loss, or a batch the step skipped). Fix: compute the loss from the model's "
+                            "predictions, never a new tensor." + error),
     ]
-    if has_path:
-        total.backward()
-    parts: dict[str, torch.nn.Module | None] = model.parts()  # type: ignore[operator]
-    for name, module in parts.items():
-        norm = _grad_norm(module) if has_path else 0.0
+    for name, module in model_parts(model).items():
+        norm = rec.norm(module)
         if name in ("gat", "fusion") and module is None and allow_gat_bypass:
             continue  # the graph path (GAT and its fusion gate) is off on purpose
         results.append(CheckResult.compare(
             f"grad_norm[{name}]", norm, 0.0, ">",
-            f"part '{name}' got gradient norm {norm:.3g} after backward: "
+            f"part '{name}' got gradient norm {norm:.3g} in the training step: "
             + ("it is switched off (None) — the GAT is bypassed. Fix: unset BYPASS_GAT_COMPLETELY / "
                "DISABLE_GRAPH_BUILDER and set model.use_gat / graph.enabled true."
                if module is None else "it does not learn. Fix: check that its output reaches the loss.")))
     model.zero_grad(set_to_none=True)
-    del out, lo, total
     return results
 
 
@@ -168,8 +222,9 @@ def mini_train(model: torch.nn.Module, batches: Sequence[DayBatch], loss_fn: Cal
                scale: Sequence[float] | None = None) -> list[CheckResult]:
     """A few AdamW steps on a few days: fixed-batch loss goes down, prediction spread survives.
 
-    ``step_fn(model, batch, loss_fn, optimizer)`` performs one step (default: forward, loss,
-    backward, step); the leak check wraps the whole run, see ``check_no_leak``.
+    ``step_fn(model, batch, loss_fn, optimizer)`` performs one step (default: atft's
+    ``train_step``, the function ``train_epoch`` calls); the leak check wraps the whole run, see
+    ``check_no_leak``.
     """
     fixed = batches[0]
 
@@ -182,9 +237,7 @@ def mini_train(model: torch.nn.Module, batches: Sequence[DayBatch], loss_fn: Cal
         return v
 
     def default_step(m: torch.nn.Module, b: DayBatch, lf: Callable[..., Any], opt: torch.optim.Optimizer) -> None:
-        opt.zero_grad(set_to_none=True)
-        lf(m(b), b).total.backward()
-        opt.step()
+        atft_step(lf)(m, b, opt)  # THE training step
 
     step = step_fn or default_step
     before = fixed_loss()

@@ -19,6 +19,8 @@ class CheckResult:
         op: how figure relates to threshold when passing ("<=", ">=", "<", ">", "==").
         message: one line naming the cause (and the fix) when failing.
         examples: a few failing cases (dates, codes, columns) for the report.
+        applicable: False when the check cannot run on what is checked (e.g. it needs atft's own
+            model internals and a user's model is under test): verdict "N/A", never a PASS.
     """
 
     name: str
@@ -28,6 +30,17 @@ class CheckResult:
     op: str = "<="
     message: str = ""
     examples: list[Any] = field(default_factory=list)
+    applicable: bool = True
+
+    @classmethod
+    def not_applicable(cls, name: str, reason: str) -> CheckResult:
+        """A row saying why the check does not apply (verdict "N/A"; neither a pass nor a fail)."""
+        return cls(name, float("nan"), float("nan"), True, "", reason, [], applicable=False)
+
+    @classmethod
+    def failure(cls, name: str, message: str, examples: list[Any] | None = None) -> CheckResult:
+        """A FAIL row without a figure: the check could not measure (an input error, a broken contract)."""
+        return cls(name, float("nan"), float("nan"), False, "", message, list(examples or []))
 
     @classmethod
     def compare(cls, name: str, figure: float, threshold: float, op: str = "<=",
@@ -42,6 +55,8 @@ class CheckResult:
 
     @property
     def verdict(self) -> str:
+        if not self.applicable:
+            return "N/A"
         return "PASS" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,11 +73,12 @@ class CheckResult:
 def format_table(results: list[CheckResult]) -> str:
     """Plain-text table: criterion, figure, threshold, verdict."""
     rows = [("criterion", "figure", "threshold", "verdict")]
-    rows += [(r.name, f"{r.figure:.6g}", f"{r.op} {r.threshold:.6g}", r.verdict) for r in results]
+    rows += [(r.name, "-" if r.figure != r.figure and not r.op else f"{r.figure:.6g}",
+              f"{r.op} {r.threshold:.6g}" if r.op else "-", r.verdict) for r in results]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
-    fails = [r for r in results if not r.passed]
-    for r in fails:
-        lines.append(f"FAIL {r.name}: {r.message}" + (f" e.g. {r.examples[:3]}" if r.examples else ""))
+    for r in results:
+        if r.verdict != "PASS":
+            lines.append(f"{r.verdict} {r.name}: {r.message}" + (f" e.g. {r.examples[:3]}" if r.examples else ""))
     return "\n".join(lines)

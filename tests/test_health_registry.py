@@ -1,0 +1,107 @@
+"""Every registered health check, generated from the registry: it passes on a healthy context and
+FAILS on its own planted fault (the check is seen failing on what it exists to catch).
+
+The healthy context is the smoke config on its small synthetic panel; the slow gates read planted
+run records instead of 3- and 10-epoch trainings (their measuring side is ``fit`` itself, tested in
+``test_train_loop.py``); the cuda checks need a GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from atft.config import load
+from atft.health.checks.quality import planted_run
+from atft.health.context import HealthContext
+from atft.health.registry import Registry, health_check, run_check
+from atft.health.result import CheckResult
+from atft.horizons import Horizons
+
+REGISTRY = Registry.builtin()
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> HealthContext:
+    root = tmp_path_factory.mktemp("registry")
+    cfg = load("smoke", [f"data.cache_dir={root / 'cache'}"], env={})
+    raw = load("smoke", [f"data.cache_dir={root / 'cache'}"], apply_env=False)
+    hz = Horizons.from_config(cfg)
+    good = planted_run([0.5, 0.45, 0.4, 0.38, 0.37], [0.5, 0.47, 0.45, 0.44, 0.43], 0.08, 0.9, hz)
+    return HealthContext(cfg=cfg, raw_cfg=raw, workdir=root, environ={},
+                         overrides={"fit_3ep": good, "fit_10ep": good})
+
+
+def test_the_registry_holds_every_builtin_area_and_each_check_a_fault() -> None:
+    areas = {c.area for c in REGISTRY}
+    assert {"config", "dataset", "horizons", "head", "training", "graph", "properties", "gpu", "quality"} <= areas
+    assert not [c.name for c in REGISTRY if c.fault is None]
+    assert {c.marker for c in REGISTRY} == {"smoke", "cuda", "slow"}
+
+
+@pytest.mark.parametrize("name", [c.name for c in REGISTRY])
+def test_check_passes_when_healthy_and_fails_on_its_planted_fault(name: str, ctx: HealthContext) -> None:
+    check = REGISTRY.get(name)
+    if check.marker == "cuda" and not torch.cuda.is_available():
+        pytest.skip("the cuda checks measure on a GPU (their verdicts are tested in test_health_checks.py)")
+    healthy = run_check(check, ctx.replace(artifacts=_artifacts()))
+    assert healthy and all(r.verdict == "PASS" for r in healthy), [str(r) for r in healthy if r.verdict != "PASS"]
+    assert check.fault is not None
+    faulty = run_check(check, check.fault(ctx).replace(artifacts=_artifacts()))
+    failed = [r for r in faulty if r.verdict == "FAIL"]
+    assert failed, f"{name} did not fail on its planted fault {check.fault.__name__}: {[str(r) for r in faulty]}"
+    assert all(r.message for r in failed)
+
+
+def _artifacts():  # type: ignore[no-untyped-def]
+    from atft.health.context import Artifacts
+
+    return Artifacts()
+
+
+def test_a_check_that_needs_atft_internals_is_not_applicable_to_a_foreign_model(ctx: HealthContext) -> None:
+    from atft.health.adapter import ModelSpec
+
+    foreign = ctx.replace(model_spec=ModelSpec(factory="mymodels:build", input_kind="dict"))
+    rows = run_check(REGISTRY.get("three_epoch_checkpoint"), foreign)
+    assert [r.verdict for r in rows] == ["N/A"] and "mymodels:build" in rows[0].message
+    assert rows[0].to_dict()["verdict"] == "N/A"
+
+
+def test_a_broken_contract_inside_a_check_is_its_fail_row(ctx: HealthContext) -> None:
+    from atft.errors import HorizonMismatchError
+
+    @health_check(area="model", fault=lambda c: c)
+    def strict(horizons: Horizons) -> CheckResult:
+        raise HorizonMismatchError("keys differ: missing ['horizon_1d']")
+
+    rows = run_check(strict.__atft_check__, ctx)  # type: ignore[attr-defined]
+    assert [(r.name, r.verdict) for r in rows] == [("strict", "FAIL")] and "horizon_1d" in rows[0].message
+
+
+def test_an_input_error_while_preparing_is_an_input_problem(tmp_path: Path, ctx: HealthContext) -> None:
+    from atft.health.registry import InputProblem
+
+    missing = ctx.replace(dataset=str(tmp_path / "nope.parquet"))
+    with pytest.raises(InputProblem) as info:
+        run_check(REGISTRY.get("target_nan_ratio"), missing)
+    assert info.value.resource == "dataset_results" and "Fix" in str(info.value)
+
+
+def test_names_must_be_unique() -> None:
+    reg = Registry()
+
+    @health_check(area="x", fault=lambda c: c, name="same")
+    def a(cfg):  # type: ignore[no-untyped-def]
+        return []
+
+    @health_check(area="x", fault=lambda c: c, name="same")
+    def b(cfg):  # type: ignore[no-untyped-def]
+        return []
+
+    reg.add(a)
+    with pytest.raises(ValueError, match="two health checks are named 'same'"):
+        reg.add(b)
