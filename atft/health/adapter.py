@@ -12,7 +12,9 @@ atft's output contract (``predictions`` ``[N, Q]``, ``point`` ``[N]`` = the medi
 the loss, THE training step and every check run on it unchanged; the keys are NOT renamed: a
 model that says ``horizon_1`` where the contract says ``horizon_1d`` fails the key check, naming
 the difference. A user's training step ``(model, batch, optimizer) -> loss`` replaces ours in the
-checks that train (loss > 0, gradient path, leaks, mini-train).
+checks that train (loss > 0, gradient path, leaks, mini-train); it gets the user's own module
+and a ``DayBatch`` (``batch.as_dict()`` is the dict input, ``batch.targets`` ``[N, H]`` the targets,
+NaN where missing).
 """
 
 from __future__ import annotations
@@ -160,7 +162,13 @@ class ModelSpec:
         the user's ``(model, batch, optimizer) -> loss``."""
         if self.train_step is not None:
             user = load_callable(self.train_step, "--atft-train-step")
-            return user  # type: ignore[return-value]
+
+            def theirs(model: nn.Module, batch: DayBatch, optimizer: torch.optim.Optimizer) -> Any:
+                # the user's step trains the user's own module (inside the adapter) on a DayBatch:
+                # batch.as_dict() is the dict input, batch.targets [N, H] the targets (NaN = missing)
+                return user(model.inner if isinstance(model, ForeignModel) else model, batch, optimizer)
+
+            return theirs
         from atft.health.model_checks import atft_step
 
         return atft_step(loss_fn, grad_clip=float(cfg.train.grad_clip), bf16=bool(cfg.train.bf16))
