@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,15 @@ def cli_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         resume = None
     apply_single_process(cfg)
-    result = fit(cfg, resume=resume)
+    from atft.train.guards import GuardStop
+
+    try:
+        result = fit(cfg, resume=resume)
+    except GuardStop as stop:  # a live guard ended the run: exit 3 (1 = a check failed, 2 = bad input)
+        print(f"atft train: stopped by a health guard: {stop.diagnosis}", file=sys.stderr)
+        print("the run's last.pt and health.json are kept; plot the guards with: atft report runs/<run id>",
+              file=sys.stderr)
+        return 3
     horizons = Horizons.from_config(cfg)
     oracle, same = attach_oracle(cfg, result.final, result.run_dir, horizons)
     print(f"run: {result.run_dir}  best epoch {result.best_epoch} "

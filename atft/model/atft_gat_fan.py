@@ -172,8 +172,12 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         return {"vsn": self.vsn, "tft": self.tft, "gat": self.gat, "fusion": self.fusion,
                 "heads": self.heads}
 
-    def forward(self, batch: DayBatch, return_attention: bool = False) -> dict[str, Any]:
+    def forward(self, batch: DayBatch, return_attention: bool = False,
+                drop_edges: Sequence[str] = ()) -> dict[str, Any]:
         """Forecast every stock of the batch (output contract in the module docstring).
+
+        ``drop_edges`` names graph parts ("gat", "graph_skip") that get no edges in this call: the
+        GAT's own effect and the graph skip's are measured apart (the health checks, the guards).
 
         Raises:
             ShapeError: the batch breaks the DayBatch contract or has another F (both named).
@@ -192,7 +196,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         graph_attn: list[tuple[Tensor, Tensor]] = []
         if self.gat is not None and self.fusion is not None:
             node = z if self.gat_input is None else z + self.gat_input(batch.features[:, -1])  # [N, H]
-            zg, graph_attn = self.gat(node, batch.edge_index, batch.edge_attr, return_attention)
+            gb = batch.without_edges() if "gat" in drop_edges else batch
+            zg, graph_attn = self.gat(node, gb.edge_index, gb.edge_attr, return_attention)
             z, gate = self.fusion(z, zg)  # [N, H], [N]
         else:
             gate = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)  # temporal path only
@@ -200,7 +205,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         last = batch.features[:, -1]  # [N, F]
         lin = self.linear_skip(last) if self.linear_skip is not None else None  # [N, len(keys)]
         if self.graph_skip is not None:
-            nbr = self.graph_skip(last, batch.edge_index, batch.edge_attr)  # [N, len(keys)]
+            sb = batch.without_edges() if "graph_skip" in drop_edges else batch
+            nbr = self.graph_skip(last, sb.edge_index, sb.edge_attr)  # [N, len(keys)]
             lin = nbr if lin is None else lin + nbr
         if lin is not None:
             predictions = {k: q + lin[:, j : j + 1] for j, (k, q) in enumerate(predictions.items())}

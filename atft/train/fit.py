@@ -29,6 +29,7 @@ from atft.eval.inference import ic_bootstrap_ci
 from atft.eval.metrics import compute_metrics
 from atft.horizons import Horizons, metric_name
 from atft.io import atomic_path, write_json, write_text
+from atft.train.guards import Guards, GuardStop
 from atft.train.memory import release_cuda_memory
 from atft.train.step import (
     evaluate,
@@ -129,6 +130,25 @@ def _attach_log(cfg: Config, run_id: str) -> tuple[logging.Handler, Path]:
     return handler, path
 
 
+def _guards(cfg: Config, prepared: Prepared, model: torch.nn.Module, step: int,
+            resumed: Path | None) -> Guards | None:
+    """The live guards of the run (``atft.train.guards``); None when ``health.guard_every`` is 0."""
+    if cfg.health.guard_every <= 0:
+        return None
+    parts = model.parts() if hasattr(model, "parts") else dict(model.named_children())
+    held = prepared.day_batch("train", 0) if cfg.graph_on else None
+    guards = Guards(cfg.health, prepared.horizons.keys, _target_scale(prepared), parts, held=held, step=step)
+    if resumed is not None and (resumed / "health.json").exists():
+        guards.resume_from(json.loads((resumed / "health.json").read_text()))
+    return guards
+
+
+def _write_guards(run_dir: Path, guards: Guards | None) -> None:
+    """``runs/<id>/health.json``: every guard's rule and series so far."""
+    if guards is not None:
+        write_json(run_dir / "health.json", guards.series())
+
+
 def new_run_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
 
@@ -212,6 +232,7 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
             del ck
 
         metrics_path = run_dir / "metrics.jsonl"
+        guards = _guards(cfg, prepared, model, start_epoch * steps_per_epoch, run_dir if resume is not None else None)
         stopped_early = False
         use_bar = t.progress and sys.stderr.isatty()
         for epoch in range(start_epoch, t.max_epochs):
@@ -220,11 +241,21 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
             if use_bar:
                 from tqdm import tqdm
                 bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False)
-            stats = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device=device,
-                                grad_clip=t.grad_clip, bf16=t.bf16, max_steps=t.max_steps_per_epoch,
-                                progress=bar)
-            if bar is not None:
-                bar.close()
+            try:
+                stats = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device=device,
+                                    grad_clip=t.grad_clip, bf16=t.bf16, max_steps=t.max_steps_per_epoch,
+                                    progress=bar, guards=guards)
+                if guards is not None:
+                    guards.on_epoch_end(epoch, stats.steps, stats.loss)
+            except GuardStop:
+                _write_guards(run_dir, guards)
+                if not (run_dir / "checkpoints" / "last.pt").exists():  # keep the weights to inspect
+                    save_checkpoint(run_dir / "checkpoints" / "last.pt", model, cfg, prepared.normalizer,
+                                    extra={"epoch": epoch - 1, "stopped_by_guard": True})
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
             val = evaluate(model, val_loader, loss_fn, horizons, device=device, bf16=t.bf16,
                            min_stocks=cfg.data.min_stocks, target_scale=scale, cost_bps=t.cost_bps)
             lr = float(optimizer.param_groups[0]["lr"])
@@ -254,6 +285,7 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
                 **_rng_state(), "best_metric": best_metric, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history})
             _write_history(metrics_path, history)
+            _write_guards(run_dir, guards)
             del val
             for cb in callbacks:
                 cb(epoch, record)

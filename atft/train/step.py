@@ -29,6 +29,7 @@ from atft.data.batch import DayBatch
 from atft.errors import HorizonMismatchError
 from atft.eval.metrics import compute_metrics, per_date_ic
 from atft.horizons import Horizons, metric_name
+from atft.train.guards import Guards
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,14 +83,17 @@ class StepResult:
 
 def train_step(model: torch.nn.Module, batch: DayBatch, loss_fn: Any, optimizer: torch.optim.Optimizer,
                *, scheduler: Any | None = None, grad_clip: float = 0.0, device: torch.device | str = "cpu",
-               bf16: bool = False) -> StepResult:
+               bf16: bool = False, guards: Guards | None = None) -> StepResult:
     """THE training step: forward, loss, backward, clip, optimizer and scheduler step.
 
     A batch whose targets are all missing is skipped (nothing stepped, ``skipped=True``): its loss
-    carries no information. Every other step backpropagates a loss with a gradient path.
+    carries no information. Every other step backpropagates a loss with a gradient path. With
+    ``guards`` (``atft.train.guards``), the live guards read the step's own output, gradients and
+    update (on guard steps only) and may raise ``GuardStop``.
 
     Raises:
-        FloatingPointError: the loss is not finite (named with the fix).
+        FloatingPointError: the loss is not finite (without guards; named with the fix).
+        RuntimeError: the loss has no gradient path (without guards).
     """
     device = torch.device(device)
     batch = batch.to(device, non_blocking=True)
@@ -97,16 +101,30 @@ def train_step(model: torch.nn.Module, batch: DayBatch, loss_fn: Any, optimizer:
         out = model(batch)
         lo = loss_fn(out, batch)
     if lo.n_valid == 0:
+        if guards is not None:
+            guards.on_skipped()
         return StepResult(float("nan"), {}, 0, skipped=True)
+    if not lo.total.requires_grad:
+        if guards is not None:
+            guards.on_no_grad_path()
+        raise RuntimeError("the training loss has no gradient path to the parameters (a detached or constant "
+                           "tensor). Fix: compute the loss from the model's predictions (output['predictions']).")
+    watch = guards is not None and guards.due
     optimizer.zero_grad(set_to_none=True)
     lo.total.backward()
+    if watch:
+        guards.on_backward(model, out, batch)  # type: ignore[union-attr]
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
+    if watch:
+        guards.on_update(model)  # type: ignore[union-attr]
     loss_value = float(lo.total.detach())
-    if not math.isfinite(loss_value):
+    if guards is not None:
+        guards.on_step_end(loss_value, model)
+    elif not math.isfinite(loss_value):
         raise FloatingPointError(f"training loss became {loss_value}; "
                                  "lower train.lr or check the data (atft check-data).")
     return StepResult(loss_value, {k: float(v.detach()) for k, v in lo.per_horizon.items()}, int(lo.n_valid))
@@ -124,10 +142,12 @@ def train_epoch(
     bf16: bool = False,
     max_steps: int = 0,
     progress: Any | None = None,
+    guards: Guards | None = None,
 ) -> EpochStats:
     """One epoch of ``train_step`` over ``loader`` (an iterable of DayBatch).
 
-    Batches in which every target is missing are skipped and counted (``train_step``).
+    Batches in which every target is missing are skipped and counted (``train_step``); ``guards``
+    watch every step (``atft.train.guards``).
     """
     model.train()
     total, n_steps, n_samples, skipped = 0.0, 0, 0, 0
@@ -141,7 +161,7 @@ def train_epoch(
             break
         try:
             res = train_step(model, batch, loss_fn, optimizer, scheduler=scheduler, grad_clip=grad_clip,
-                             device=device, bf16=bf16)
+                             device=device, bf16=bf16, guards=guards)
         except FloatingPointError as exc:
             raise FloatingPointError(f"{exc} (step {n_steps})") from None
         if res.skipped:
