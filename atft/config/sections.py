@@ -148,6 +148,9 @@ class HealthConfig:
     max_constant_date_share: float = 0.5  # share of dates on which a feature may be cross-sectionally constant
     leak_corr: float = 0.95  # per-date |corr(feature, target)| above this is leakage
     max_abs_return_1d: float = 1.0  # |1-day return| bound (100%)
+    label_tolerance: float = 1e-4  # |compounded 1-day targets - h-day target| allowed (return units)
+    max_label_mismatch_share: float = 0.001  # share of checkable rows whose h-day target disagrees with the compounded 1-day ones
+    max_excess_zero_share: float = 0.01  # h-day zero share may exceed 2 x the 1-day zero share by at most this
     min_head_std: float = 0.001  # per-horizon cross-sectional std of the point forecast
     min_loss: float = 0.0  # loss must be strictly above this
     ic_3ep: float = 0.01  # IC@1d after the 3-epoch checkpoint
@@ -159,6 +162,9 @@ class HealthConfig:
     gpu_util: float = 0.5  # median GPU utilization during a short run
     cuda_mem_tolerance_mb: float = 64.0  # allowed memory_allocated above the pre-run baseline
     mini_train_steps: int = 8  # steps of the smoke mini-train
+    min_mini_train_decrease: float = 0.02  # mini-train: fixed-batch loss must fall by this share (healthy: 0.07-0.08)
+    min_update_ratio: float = 1e-6  # training step / mini-train: mean ||dtheta|| / ||theta|| per step must exceed this
+    min_graph_effect: float = 1e-3  # removing the GAT's edges must move the forecasts by this x their spread
     guard_every: int = 10  # training steps between two checks of the live guards (0 = guards off)
     guard_graph_every: int = 200  # training steps between two measurements of the graph path's effect
     guards: GuardsConfig = field(default_factory=GuardsConfig)  # the live guards of fit

@@ -15,7 +15,7 @@ Resources (name: what, sharing):
 * ``cfg``: the effective config (env flags applied), ``raw_cfg``: as written (no env flags);
 * ``dataset``: path of the data under test (the embedded default generated once), or a frame
   planted by a fault; ``dataset_columns``; ``dataset_results``: every dataset check's results
-  from one pass (shared);
+  from one pass (shared); ``label_stats``: are the targets the forward returns (shared);
 * ``prepared``: panel, split, normalizer (a checkpoint's own when given), loaders (shared);
   ``horizons``, ``target_scale``, ``day_batch`` (one validation day), ``train_batches``
   (three training days) (shared);
@@ -39,7 +39,7 @@ import polars as pl
 from atft.config import Config
 from atft.health.adapter import ModelSpec
 
-SHARED = ("cfg", "raw_cfg", "dataset", "dataset_columns", "dataset_results", "prepared", "horizons",
+SHARED = ("cfg", "raw_cfg", "dataset", "dataset_columns", "dataset_results", "label_stats", "prepared", "horizons",
           "target_scale", "day_batch", "train_batches", "environ", "dotenv", "fit_3ep", "fit_10ep")
 
 
@@ -122,6 +122,14 @@ class HealthContext:
 
         data = self.resolve("dataset")
         return run_checks_by_name(data if isinstance(data, pl.DataFrame) else str(data), self.cfg)
+
+    def _r_label_stats(self) -> Any:
+        from atft.data.labels import label_stats
+        from atft.data.source import scan
+
+        data = self.resolve("dataset")
+        lf = data.lazy() if isinstance(data, pl.DataFrame) else scan(data, self.cfg.data.code_col, self.cfg.data.date_col)
+        return label_stats(lf, self.cfg)
 
     def _r_prepared(self) -> Any:
         from atft.train.prepare import prepare

@@ -39,7 +39,8 @@ from atft.health.result import CheckResult
 
 MARKERS = ("smoke", "cuda", "slow")
 ENTRY_POINT_GROUP = "atft.health_checks"
-BUILTIN_MODULES = ("atft.health.checks.config", "atft.health.checks.data", "atft.health.checks.model",
+BUILTIN_MODULES = ("atft.health.checks.config", "atft.health.checks.data", "atft.health.checks.labels",
+                   "atft.health.checks.model",
                    "atft.health.checks.properties", "atft.health.checks.gpu", "atft.health.checks.quality")
 Fault = Callable[[HealthContext], HealthContext]
 

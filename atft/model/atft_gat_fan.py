@@ -48,6 +48,15 @@ from atft.model.vsn import VariableSelectionNetwork
 log = logging.getLogger(__name__)
 
 
+def part_parameters(part: nn.Module | nn.Parameter | None) -> list[nn.Parameter]:
+    """The parameters of a part of ``ATFT_GAT_FAN.parts()`` (a module, a single parameter, or None)."""
+    if part is None:
+        return []
+    if isinstance(part, nn.Parameter):
+        return [part]
+    return list(part.parameters())
+
+
 class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
     """Multi-horizon quantile model over day batches. Blocks take plain args; see ``from_config``.
 
@@ -167,10 +176,15 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
             nn.init.zeros_(self.linear_skip.weight)
             nn.init.zeros_(self.linear_skip.bias)
 
-    def parts(self) -> dict[str, nn.Module | None]:
-        """Named parts for per-part gradient norms; switched-off parts are None."""
-        return {"vsn": self.vsn, "tft": self.tft, "gat": self.gat, "fusion": self.fusion,
-                "heads": self.heads}
+    def parts(self) -> dict[str, nn.Module | nn.Parameter | None]:
+        """Every top-level part (child module, and the FAN/SAN ReZero scale) for per-part gradient
+        norms; the graph path's parts are None when it is switched off (a bypass stays visible)."""
+        parts: dict[str, nn.Module | nn.Parameter | None] = dict(self.named_children())
+        if self.norm_scale is not None:
+            parts["norm_scale"] = self.norm_scale
+        for name in ("gat", "fusion"):
+            parts.setdefault(name, None)
+        return parts
 
     def forward(self, batch: DayBatch, return_attention: bool = False,
                 drop_edges: Sequence[str] = ()) -> dict[str, Any]:

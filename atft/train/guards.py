@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from atft.config import GuardRule, HealthConfig
 from atft.data.batch import DayBatch
 from atft.errors import AtftWarning
+from atft.model.atft_gat_fan import part_parameters
 
 log = logging.getLogger("atft.train")
 
@@ -105,12 +106,12 @@ class Guards:
     """
 
     def __init__(self, cfg: HealthConfig, horizons: Sequence[str], scale: Sequence[float],
-                 parts: dict[str, nn.Module | None], held: DayBatch | None = None, step: int = 0) -> None:
+                 parts: dict[str, Any], held: DayBatch | None = None, step: int = 0) -> None:
         g = cfg.guards
         self.every = int(cfg.guard_every)
         self.graph_every = int(cfg.guard_graph_every)
         self.keys, self.scale = list(horizons), [float(s) for s in scale]
-        self.parts = {k: m for k, m in parts.items() if m is not None and any(True for _ in m.parameters())}
+        self.parts = {k: part_parameters(m) for k, m in parts.items() if part_parameters(m)}
         self.held = held
         self.step = step
         self.state = {name: _State(getattr(g, name)) for name in ("loss", "yhat_std", "grad_norm", "update_ratio",
@@ -148,8 +149,8 @@ class Guards:
         stds = torch.stack([per_day_std(out["point"][k], batch.day_index, num_days) * s
                             for k, s in zip(self.keys, self.scale, strict=True)])
         norms = {name: torch.linalg.vector_norm(torch.stack(
-                    [p.grad.detach().float().norm() for p in m.parameters() if p.grad is not None]
-                    or [torch.zeros((), device=stds.device)])) for name, m in self.parts.items()}
+                    [p.grad.detach().float().norm() for p in params if p.grad is not None]
+                    or [torch.zeros((), device=stds.device)])) for name, params in self.parts.items()}
         values = torch.cat([stds.float().cpu(), torch.stack(list(norms.values())).cpu()]) if norms else stds.float().cpu()
         v = values.tolist()  # the guard step's one host sync
         ystd = dict(zip(self.keys, v[: len(self.keys)], strict=True))

@@ -43,6 +43,15 @@ def _feature_count_drift(ctx: HealthContext) -> HealthContext:
 
 
 @health_check(area="config", fault=_feature_count_drift)
-def feature_count_matches(cfg: Config, prepared: Any) -> CheckResult:
-    """model.num_features (when set) equals the data's feature count (failure mode 11)."""
-    return check_feature_count(cfg, prepared.num_features)
+def feature_count_matches(cfg: Config, prepared: Any, model_spec: Any) -> CheckResult:
+    """model.num_features (when set), or the checkpoint's F, equals the data's feature count (failure mode 11)."""
+    if cfg.model.num_features > 0:
+        return check_feature_count(cfg, prepared.num_features)
+    if model_spec.checkpoint:
+        from atft.train.checkpoint import load_checkpoint
+
+        stored = int(load_checkpoint(model_spec.checkpoint)["num_features"])
+        with_f = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_features=stored))
+        return check_feature_count(with_f, prepared.num_features)
+    return CheckResult.not_applicable("feature_count_matches", "model.num_features is 0 (F is taken from the data) "
+                                      "and no checkpoint is given: there is no second feature count to compare")

@@ -67,18 +67,21 @@ def _keys_without_d(inner: nn.Module, batch: DayBatch) -> Any:  # horizon_1 inst
 @health_check(area="horizons", fault=with_model_fault(_keys_without_d))
 def horizon_keys(model: nn.Module, day_batch: DayBatch, loss_fn: Any, horizons: Horizons,
                  dataset_columns: list[str]) -> list[CheckResult]:
-    """Model output keys == loss keys == metric keys == configured horizons == dataset targets."""
+    """Model output keys == loss terms that got targets == metrics computed from written predictions ==
+    configured horizons == dataset targets."""
     from atft.train.step import metrics_from_predictions, predict
 
     with torch.no_grad():
         out = model(day_batch)
-        try:
-            loss_keys = list(loss_fn(out, day_batch).per_horizon)
+        try:  # the loss terms that really got targets from the batch (not the configured list)
+            loss_keys = [k for k, n in loss_fn(out, day_batch).n_valid_per_horizon.items() if n > 0]
         except HorizonMismatchError:
             loss_keys = []  # the loss matched no horizon: what the original zero loss did
-    try:
+    try:  # the metric columns really computed from the written prediction rows
         frame, _, _ = predict(model, [day_batch], horizons)
-        metric_keys = list(metrics_from_predictions(frame, horizons, min_stocks=2)[0])
+        metrics = metrics_from_predictions(frame, horizons, min_stocks=2)[0]
+        metric_keys = [k for k, m in metrics.items() if m["n_rows"] > 0 and horizons.pred_columns[
+            horizons.keys.index(k)] in frame.columns]
     except HorizonMismatchError:
         metric_keys = []
     return check_horizon_keys(horizons, dataset_columns, out, loss_keys, metric_keys)
@@ -113,7 +116,8 @@ def _detached_zero_loss(ctx: HealthContext) -> HealthContext:
 def training_step(model: nn.Module, day_batch: DayBatch, loss_fn: Any, train_step: Any, cfg: Config,
                   allow_gat_bypass: bool) -> list[CheckResult]:
     """THE training step: loss finite and > 0 with a gradient path; gradient in every part of the model."""
-    return check_training_step(model, day_batch, loss_fn, allow_gat_bypass, step=train_step, lr=cfg.train.lr)
+    return check_training_step(model, day_batch, loss_fn, allow_gat_bypass, step=train_step, lr=cfg.train.lr,
+                               min_update=cfg.health.min_update_ratio)
 
 
 def _edges_dropped(inner: nn.Module, batch: DayBatch) -> Any:  # BYPASS_GAT_COMPLETELY, by hand
@@ -130,13 +134,13 @@ def _takes_edges(model: nn.Module) -> bool:
 
 
 @health_check(area="graph", fault=with_model_fault(_edges_dropped))
-def gat_not_bypassed(model: nn.Module, day_batch: DayBatch, horizons: Horizons,
+def gat_not_bypassed(model: nn.Module, day_batch: DayBatch, horizons: Horizons, cfg: Config,
                      allow_gat_bypass: bool) -> CheckResult:
-    """Removing the day's edges changes the forecasts: the graph path is really used."""
+    """Removing the GAT's edges changes the forecasts by health.min_graph_effect x their spread."""
     if not _takes_edges(model):
         return CheckResult.not_applicable("gat_edges_change_output", "the model under test has no graph layer "
                                           "(no torch_geometric MessagePassing module): edges cannot matter")
-    r = check_gat_effect(model, day_batch, horizons)
+    r = check_gat_effect(model, day_batch, horizons, cfg.health.min_graph_effect)
     if allow_gat_bypass and not r.passed:
         r.passed, r.message = True, "GAT bypass allowed by --atft-allow-gat-bypass"
     return r
@@ -158,4 +162,5 @@ def mini_train_check(model: nn.Module, train_batches: list[DayBatch], loss_fn: A
         train_step(m, b, opt)
 
     return mini_train(model, train_batches, loss_fn, steps=cfg.health.mini_train_steps, lr=cfg.train.lr,
-                      horizons=horizons, min_std=cfg.health.min_head_std, step_fn=step, scale=target_scale)
+                      horizons=horizons, min_std=cfg.health.min_head_std, step_fn=step, scale=target_scale,
+                      min_decrease=cfg.health.min_mini_train_decrease)
