@@ -103,8 +103,10 @@ def test_no_learning_warns_on_the_update_size(fault: str, root: Path, prepared: 
     else:
         overrides.append("train.lr=1e-12")
     cfg = config(root, *overrides)
-    with pytest.warns(AtftWarning, match=r"'update_ratio' \(warn\): update size .*Likely causes: train.lr far too low"):
+    with pytest.warns(AtftWarning) as seen:  # (nothing moves, so the FAN/SAN gate stays at 0: grad_norm warns too)
         res = fit(cfg, prepared, run_id=fault)
+    text = " ".join(str(w.message) for w in seen)
+    assert "'update_ratio' (warn): update size" in text and "Likely causes: train.lr far too low" in text
     assert _fired(res.run_dir, "update_ratio")[0] == cfg.health.guards.update_ratio.patience - 1
 
 
@@ -139,7 +141,7 @@ def test_a_zeroed_gat_output_warns_on_its_gradient_and_its_effect(root: Path, pr
     with pytest.warns(AtftWarning) as seen:
         res = fit(config(root), prepared, run_id="gat_zero")
     text = " ".join(str(w.message) for w in seen)
-    assert "'grad_norm' (warn): gradient norm of ['gat']" in text
+    assert "'grad_norm' (warn): gradient norm of ['gat', 'gat_input']" in text  # the GAT and its input projection
     assert "'graph' (warn): removing the GAT's edges moves the forecasts by 0" in text
     assert _fired(res.run_dir, "graph") and _fired(res.run_dir, "grad_norm")
 
@@ -166,3 +168,15 @@ def test_atft_train_exits_3_with_a_one_line_diagnosis(root: Path, monkeypatch: p
     assert (run / "health.json").exists() and (run / "checkpoints" / "last.pt").exists()
     log = next((root / "logs").glob(f"train_{run.name}.log")).read_text()
     assert "health guard 'loss' (stop)" in log
+
+
+def test_atft_report_plots_a_run_directory(root: Path, prepared: Any, tmp_path: Path) -> None:
+    from atft.cli import main
+
+    res = fit(config(root), prepared, run_id="for_report")
+    assert main(["report", str(res.run_dir), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "guards: none fired" in text and str(prepared.source) in text
+    for png in ("guards.png", "loss_curves.png", "ic_per_epoch.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 10_000
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a run directory

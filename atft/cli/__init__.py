@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("marker", choices=["smoke", "cuda", "slow"], help="which checks: smoke | cuda | slow")
     s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments passed to pytest")
 
-    s = sub.add_parser("report", help="Markdown + PNG plots from a health report JSON")
-    s.add_argument("report", help="health_report.json")
+    s = sub.add_parser("report", help="Markdown + PNG plots of a health report JSON or a training run directory")
+    s.add_argument("report", help="health_report.json, or runs/<run id> (loss, IC, live guards)")
     s.add_argument("--out", default="health_report", help="output directory")
     return p
 

@@ -7,9 +7,13 @@ from pathlib import Path
 
 
 def cli_report(args: argparse.Namespace) -> int:
-    """``atft report REPORT.json [--out DIR]``."""
-    from atft.health.report import read_report, render
+    """``atft report REPORT.json | runs/<id> [--out DIR]``."""
+    from atft.health.report import read_report, render, render_run
 
+    if Path(args.report).is_dir():
+        md = render_run(args.report, Path(args.out))
+        print(f"wrote {md} (run {Path(args.report).name})")
+        return 0
     report = read_report(args.report)
     md = render(report, Path(args.out))
     print(f"wrote {md} ({len(report['checks'])} checks)")

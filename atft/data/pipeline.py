@@ -36,6 +36,7 @@ class Prepared:
         graph_builder: the graph source; None when the graph path is off (``Config.graph_on``):
             no edges in any split.
         timings: seconds spent in load / normalize.
+        source: the dataset path the panel was read from (named in run reports).
     """
 
     cfg: Config
@@ -46,6 +47,7 @@ class Prepared:
     normalized: NormalizedPanel
     graph_builder: GraphSource | None
     timings: dict[str, float] = field(default_factory=dict)
+    source: str = ""
 
     @property
     def num_features(self) -> int:
@@ -119,7 +121,7 @@ def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
              panel.num_dates, panel.num_stocks, panel.num_features, split.sizes(), embargo, t1 - t0, t2 - t1)
     return Prepared(cfg=cfg, panel=panel, horizons=horizons, split=split, normalizer=normalizer,
                     normalized=normalized, graph_builder=graph,
-                    timings={"load_s": t1 - t0, "normalize_s": t2 - t1})
+                    timings={"load_s": t1 - t0, "normalize_s": t2 - t1}, source=str(path))
 
 
 __all__ = ["Prepared", "prepare_data", "SPLIT_NAMES"]

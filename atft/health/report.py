@@ -1,8 +1,9 @@
-"""`atft report health_report.json [--out DIR]`: Markdown plus PNG plots of a health run.
+"""``atft report REPORT.json | runs/<id> [--out DIR]``: Markdown plus PNG plots.
 
-Plots: loss curves (train/val per epoch), IC per epoch per horizon (from the slow tests'
-training histories) and the distribution of point predictions per horizon (from the head
-check). A section whose data the report lacks says so instead of drawing an empty plot.
+Of a health report (``--atft-report``): the table of checks, the slow gates' loss and IC curves,
+one validation day's forecast distribution. Of a training run directory: its loss and IC curves
+with the test IC and (on a synthetic panel) the oracle, and the live guards' series. The plots
+are ``atft.health.plots``; a section whose data is missing says so instead of an empty plot.
 """
 
 from __future__ import annotations
@@ -12,79 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from atft.errors import InputError
-from atft.io import atomic_path, write_text
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _integer_ticks() -> Any:
-    from matplotlib.ticker import MaxNLocator
-
-    return MaxNLocator(integer=True)
-
-
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-
-
-def plot_losses(histories: list[dict[str, Any]], path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for h in histories:
-        ep = [r["epoch"] + 1 for r in h["epochs"]]
-        ax.plot(ep, [r["train/total_loss"] for r in h["epochs"]], "o-", label=f"train ({h['run']})")
-        ax.plot(ep, [r["val/total_loss"] for r in h["epochs"]], "s--", label=f"val ({h['run']})")
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(_integer_ticks())
-    ax.set_ylabel("total loss")
-    ax.set_title("Loss curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def plot_ic(histories: list[dict[str, Any]], path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for h in histories:
-        ep = [r["epoch"] + 1 for r in h["epochs"]]
-        keys = sorted({k for r in h["epochs"] for k in r if k.startswith("val/ic_")},
-                      key=lambda k: int(k.split("_")[-1].rstrip("d")))
-        for k in keys:
-            ax.plot(ep, [r.get(k) if r.get(k) is not None else float("nan") for r in h["epochs"]], "o-",
-                    label=f"{k.removeprefix('val/ic_')} ({h['run']})")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(_integer_ticks())
-    ax.set_ylabel("validation IC (mean per-date Pearson)")
-    ax.set_title("IC per epoch")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
-
-
-def plot_predictions(samples: dict[str, list[float]], source: str, path: Path) -> None:
-    plt = _plt()
-    keys = list(samples)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-    for ax, k in zip(axes[0], keys, strict=True):
-        v = [x for x in samples[k] if x == x]
-        ax.hist(v, bins=30, color="tab:blue", alpha=0.8)
-        sd = (sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5 if v else float("nan")
-        ax.set_title(f"{k}  std={sd:.3g}", fontsize=9)
-        ax.set_xlabel("point forecast (return units)")
-        ax.locator_params(axis="x", nbins=4)
-    fig.suptitle(f"Distribution of predictions ({source})", fontsize=10, y=1.04)
-    _save(fig, path)
+from atft.health.plots import plot_guards, plot_ic, plot_losses, plot_predictions
+from atft.io import write_text
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
@@ -134,15 +64,70 @@ def render(report: dict[str, Any], out: Path) -> Path:
     lines += ["", "## Plots", ""]
     if histories:
         plot_losses(histories, out / "loss_curves.png")
-        plot_ic(histories, out / "ic_per_epoch.png")
+        plot_ic(histories, out / "ic_per_epoch.png", report.get("oracle"))
         lines += ["![loss curves](loss_curves.png)", "", "![IC per epoch](ic_per_epoch.png)", ""]
     else:
-        lines += ["No training history in this report (run `pytest -m slow` for loss and IC curves).", ""]
+        lines += ["No training history in this report (run `atft health slow` for loss and IC curves).", ""]
     if preds:
-        plot_predictions(preds[-1]["values"], preds[-1].get("source", ""), out / "predictions.png")
+        p = preds[-1]
+        plot_predictions(p["values"], p.get("source", ""), p.get("threshold"), out / "predictions.png")
         lines += ["![distribution of predictions](predictions.png)", ""]
     else:
         lines += ["No prediction sample in this report (the smoke head check records one).", ""]
+    md = out / "report.md"
+    write_text(md, "\n".join(lines) + "\n")
+    return md
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """A training run directory's history (metrics.jsonl), final metrics and guard series.
+
+    Raises:
+        InputError: not a run directory written by ``atft train``.
+    """
+    run = Path(run_dir)
+    hist = run / "metrics.jsonl"
+    if not run.is_dir() or not (hist.exists() or (run / "health.json").exists()):
+        raise InputError(f"{run} is not a training run directory (no metrics.jsonl or health.json). Fix: pass "
+                         "runs/<run id> as printed by atft train, or a health report JSON.")
+    epochs = [json.loads(line) for line in hist.read_text().splitlines() if line.strip()] if hist.exists() else []
+    final = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    health = json.loads((run / "health.json").read_text()) if (run / "health.json").exists() else {}
+    return {"run": run.name, "epochs": epochs, "final": final, "health": health}
+
+
+def render_run(run_dir: str | Path, out: Path) -> Path:
+    """``out/report.md`` and the PNGs of a training run (module docstring); returns the Markdown path."""
+    r = read_run(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final, health = r["final"], r["health"]
+    oracle = (final.get("oracle") or {}).get("test_rows_oracle_ic")
+    fired = [(n, e["step"], e["fired"]) for n, g in health.get("guards", {}).items()
+             for e in g.get("series", []) if "fired" in e]
+    lines = [f"# atft run {r['run']}", "", f"- data: `{final.get('data', 'unknown (the run did not finish)')}`",
+             f"- epochs: {len(r['epochs'])}, best epoch: {final.get('best_epoch', '-')} "
+             f"({final.get('early_stopping_metric', '-')} = {final.get('best_metric', '-')})",
+             "- guards: " + ("none fired" if not fired else "; ".join(f"{n} {a} at step {s}" for n, s, a in fired)), ""]
+    if final.get("test"):
+        lines += ["| horizon | test IC | 95 % CI | RankIC | Sharpe | yhat_std | oracle (same rows) |", "|---|---|---|---|---|---|---|"]
+        for key, m in final["test"].items():
+            if isinstance(m, dict) and "ic" in m:
+                lo, hi = m.get("ic_ci95", [None, None])
+                o = (oracle or {}).get(key)
+                lines.append(f"| {key} | {m['ic']:.4f} | [{lo:.4f}, {hi:.4f}] | {m['rank_ic']:.4f} | {m['sharpe']:.3f} | "
+                             f"{m['yhat_std']:.5f} | {'-' if o is None else f'{o:.4f}'} |")
+        lines.append("")
+    if r["epochs"]:
+        hist = {"run": r["run"], "epochs": r["epochs"], "best_epoch": final.get("best_epoch"),
+                "test": final.get("test", {})}
+        plot_losses([hist], out / "loss_curves.png")
+        plot_ic([hist], out / "ic_per_epoch.png", oracle)
+        lines += ["![loss curves](loss_curves.png)", "", "![IC per epoch](ic_per_epoch.png)", ""]
+    if health:
+        plot_guards(health, out / "guards.png")
+        lines += ["![live guards](guards.png)", ""]
+    else:
+        lines += ["No guard series (health.guard_every was 0).", ""]
     md = out / "report.md"
     write_text(md, "\n".join(lines) + "\n")
     return md

@@ -300,7 +300,7 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
         best_path = run_dir / "checkpoints" / "best.pt"
         if best_path.exists():
             model.load_state_dict(load_checkpoint(best_path)["state_dict"])
-        final: dict[str, Any] = {"run_id": run_id, "best_epoch": best_epoch,
+        final: dict[str, Any] = {"run_id": run_id, "data": prepared.source, "best_epoch": best_epoch,
                                  "early_stopping_metric": t.early_stopping_metric,
                                  "best_metric": best_metric}
         for split in ("val", "test"):

@@ -178,8 +178,8 @@ class Guards:
         """Every stepped batch: the loss (already a float); the window's skipped share and the graph."""
         self._seen += 1
         bad = not (math.isfinite(loss) and loss > self.state["loss"].rule.threshold)
-        if bad:
-            self._record("loss", {"loss": loss}, True, f"training loss {loss} at step {self.step}")
+        if bad or self.due:  # recorded on guard steps (the series) and whenever it goes wrong
+            self._record("loss", {"loss": loss}, bad, f"training loss {loss} at step {self.step}")
         self._window()
         if self.held is not None and self.graph_every > 0 and self.step % self.graph_every == 0:
             self._graph(model)

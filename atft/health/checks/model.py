@@ -98,7 +98,9 @@ def head_std(model: nn.Module, day_batch: DayBatch, horizons: Horizons, cfg: Con
              target_scale: Sequence[float], artifacts: Artifacts) -> list[CheckResult]:
     """Per-horizon cross-sectional std of the point forecast on a real day > health.min_head_std."""
     results, samples = check_head_spread(model, day_batch, horizons, cfg.health.min_head_std, target_scale)
-    artifacts.add("predictions", {"source": "model under test, one validation day", "values": samples})
+    artifacts.add("predictions", {"source": f"the model under test on the validation day {day_batch.dates[0]} "
+                                            f"({day_batch.num_stocks} stocks)", "values": samples,
+                                  "threshold": cfg.health.min_head_std})
     return results
 
 
