@@ -88,3 +88,39 @@ def test_a_base_chain_layers_files_and_rejects_cycles_and_missing_bases(tmp_path
     (tmp_path / "f.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="not a mapping"):
         load(tmp_path / "f.yaml")
+
+
+def test_a_yaml_with_only_data_path_is_exactly_the_default(tmp_path: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    from atft.config import config_sources, describe
+    from atft.model.atft_gat_fan import ATFT_GAT_FAN
+
+    user = tmp_path / "user.yaml"
+    user.write_text("data:\n  path: /data/panel.parquet\n")
+    cfg, default = load(user, apply_env=False), load("default", apply_env=False)
+    assert cfg == dataclasses.replace(default, data=dataclasses.replace(default.data, path="/data/panel.parquet"))
+    torch.manual_seed(0)
+    a = ATFT_GAT_FAN.from_config(cfg, 12)
+    torch.manual_seed(0)
+    b = ATFT_GAT_FAN.from_config(default, 12)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert [s.rsplit("/", 1)[-1] for s in config_sources(cfg)] == ["sections.py)", "default.yaml", "user.yaml"]
+    text = describe(cfg)
+    assert "default.yaml <- " in text and "data.path='/data/panel.parquet'" in text and len(text.splitlines()) < 12
+
+
+def test_an_empty_config_file_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml is empty\. Fix:"):
+        load(empty)
+
+
+def test_every_packaged_config_names_its_base() -> None:
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        text = path.read_text()
+        assert any(line.startswith("base: ") for line in text.splitlines()), path.name

@@ -141,15 +141,26 @@ def test_graph_path_off_is_bypassed_and_logged_once(override: str,
 
 
 def test_every_part_gets_gradient() -> None:
-    m = build(smoke()).train()
-    out = m(day(10, k=3))
-    sum(q.square().sum() for q in out["predictions"].values()).backward()
+    """Every top-level part (issue: the FAN/SAN branch, the skips and gat_input were never checked)
+    gets gradient; the FAN/SAN branch sits behind its zero-initialised ReZero scale, so it gets
+    its first gradient at the second step, once the scale has moved."""
+    from atft.model.atft_gat_fan import part_parameters
+
+    m = build(smoke("model.linear_skip=true", "model.graph_skip=true")).train()
     parts = m.parts()
-    assert list(parts) == ["vsn", "tft", "gat", "fusion", "heads"]
-    for name, part in parts.items():
-        assert part is not None
-        norm = sum(float(p.grad.norm()) for p in part.parameters() if p.grad is not None)
-        assert norm > 0, name
+    assert list(parts) == ["vsn", "fan", "san", "tft", "gat", "fusion", "gat_input", "heads", "linear_skip",
+                           "graph_skip", "norm_scale"]
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    seen = {name: 0.0 for name in parts}
+    for _ in range(2):
+        opt.zero_grad()
+        out = m(day(10, k=3))
+        sum(q.square().sum() for q in out["predictions"].values()).backward()
+        for name, part in parts.items():
+            assert part is not None
+            seen[name] += sum(float(p.grad.norm()) for p in part_parameters(part) if p.grad is not None)
+        opt.step()
+    assert all(v > 0 for v in seen.values()), seen
 
 
 def test_adaptive_norm_switch() -> None:

@@ -7,6 +7,8 @@ from atft.config.loading import (
     ENV_FLAGS,
     apply_env_flags,
     config_chain,
+    config_sources,
+    describe,
     flag_is_set,
     from_dict,
     load,
@@ -29,5 +31,5 @@ from atft.config.validation import validate, validate_quantiles
 
 __all__ = ["BASE_KEY", "CONFIG_DIR", "ENV_FLAGS", "Config", "DataConfig", "GraphConfig", "GuardRule",
            "GuardsConfig", "HealthConfig", "ModelConfig", "SynthConfig", "TrainConfig", "apply_env_flags",
-           "config_chain", "flag_is_set", "from_dict", "load", "resolve_path", "to_dict", "to_yaml",
+           "config_chain", "config_sources", "describe", "flag_is_set", "from_dict", "load", "resolve_path", "to_dict", "to_yaml",
            "validate", "validate_quantiles"]

@@ -66,6 +66,9 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
 
 
 BASE_KEY = "base"  # a YAML's "base: <config>" layers it on that config (a packaged name or a path)
+DEFAULT_BASE = "default"  # the base of a file that names none: the embedded default (configs/default.yaml)
+NO_BASE = "none"  # "base: none": layered on the code defaults of atft/config/sections.py alone
+CODE_DEFAULTS = "code defaults (atft/config/sections.py)"
 
 
 def _read_yaml(p: Path) -> DictConfig:
@@ -74,7 +77,8 @@ def _read_yaml(p: Path) -> DictConfig:
     except Exception as exc:  # yaml errors are not OmegaConf exceptions
         raise ConfigError(f"cannot read config {p}: {exc}. Fix: make it valid YAML.") from None
     if file_cfg is None or (isinstance(file_cfg, DictConfig) and not file_cfg):
-        return OmegaConf.create({})
+        raise ConfigError(f"config {p} is empty. Fix: write the settings that differ from its base (e.g. "
+                          "'data:\n  path: my.parquet'), or pass no --config to use the embedded default.")
     if not isinstance(file_cfg, DictConfig):
         raise ConfigError(f"config {p} holds a {type(file_cfg).__name__}, not a mapping of sections. "
                           "Fix: write sections at the top level, e.g. 'train:\n  lr: 3e-4'.")
@@ -83,11 +87,13 @@ def _read_yaml(p: Path) -> DictConfig:
 
 def config_chain(path: str | os.PathLike[str]) -> list[tuple[Path, DictConfig]]:
     """The file at ``path`` and the bases it names, nearest first: ``[(file, its YAML without the
-    base key), (its base, ...), ...]``. A base is a packaged name (``default``) or a path relative
-    to the file naming it.
+    base key), (its base, ...), ...]``. A base is a packaged name (``default``), a path relative
+    to the file naming it, or ``none`` (the code defaults). A file that names no base is layered
+    on ``default`` (so a YAML holding only ``data.path`` trains exactly the embedded default's
+    model); ``configs/default.yaml`` names ``base: none``.
 
     Raises:
-        ConfigError: unreadable YAML, a base that does not exist, or a cycle of bases.
+        ConfigError: unreadable or empty YAML, a base that does not exist, or a cycle of bases.
     """
     chain: list[tuple[Path, DictConfig]] = []
     seen: list[Path] = []
@@ -98,9 +104,9 @@ def config_chain(path: str | os.PathLike[str]) -> list[tuple[Path, DictConfig]]:
             raise ConfigError(f"config bases form a cycle: {names}. Fix: remove one '{BASE_KEY}:' line.")
         seen.append(p.resolve())
         file_cfg = _read_yaml(p)
-        base = file_cfg.pop(BASE_KEY, None) if BASE_KEY in file_cfg else None
+        base = file_cfg.pop(BASE_KEY) if BASE_KEY in file_cfg else DEFAULT_BASE
         chain.append((p, file_cfg))
-        if base is None:
+        if base == NO_BASE:
             return chain
         if not isinstance(base, str) or not base:
             raise ConfigError(f"config {p}: '{BASE_KEY}' must name a config (e.g. 'default'), got {base!r}.")
@@ -128,13 +134,16 @@ def load(
         ConfigError: unknown key, wrong type or unreadable file, naming key and source.
     """
     cfg: DictConfig = OmegaConf.structured(Config)
+    sources = [CODE_DEFAULTS]
     if path is not None:
         for p, file_cfg in reversed(config_chain(path)):  # the root base first, the named file last
             try:
                 cfg = OmegaConf.merge(cfg, file_cfg)  # type: ignore[assignment]
             except OmegaConfBaseException as exc:
                 _raise(exc, str(p))
+            sources.append(str(p))
     if overrides:
+        sources.append("overrides: " + " ".join(overrides))
         for ov in overrides:
             if "=" not in ov:
                 raise ConfigError(f"override '{ov}' is not key=value. Fix: write e.g. train.lr=3e-4.")
@@ -144,9 +153,39 @@ def load(
             _raise(exc, "command-line overrides")
     obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     if apply_env:
-        apply_env_flags(obj, os.environ if env is None else env)
+        flags = apply_env_flags(obj, os.environ if env is None else env)
+        if flags:
+            sources.append("env: " + " ".join(f"{f}=1" for f in flags))
     validate(obj)
+    obj.__dict__["sources"] = sources  # not a field: equality and YAML ignore it (config_sources)
     return obj
+
+
+def config_sources(cfg: Config) -> list[str]:
+    """Where ``cfg`` came from, root first: the code defaults, each file of the base chain, the
+    ``key=value`` overrides and the env flags that changed it (empty for a config built otherwise)."""
+    return list(cfg.__dict__.get("sources", []))
+
+
+def describe(cfg: Config) -> str:
+    """The short block logged at the start of a run: the chain of sources and every value that
+    differs from the code defaults (the full config goes to ``runs/<id>/config.yaml``)."""
+    import dataclasses
+
+    def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            out.update(flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {f"{prefix}{f.name}": v})
+        return out
+
+    base, now = flat(Config()), flat(cfg)
+    diff = [f"{k}={now[k]!r}" for k in now if now[k] != base[k]]
+    chain = " <- ".join(config_sources(cfg) or [CODE_DEFAULTS])
+    lines = [f"config: {chain}", f"  {len(diff)} values differ from the code defaults:"]
+    for i in range(0, len(diff), 4):
+        lines.append("    " + "  ".join(diff[i:i + 4]))
+    return "\n".join(lines)
 
 
 def apply_env_flags(cfg: Config, env: Any) -> list[str]:
@@ -166,7 +205,7 @@ def apply_env_flags(cfg: Config, env: Any) -> list[str]:
 
 
 def to_yaml(cfg: Config) -> str:
-    """The effective config as YAML (written to runs/<id>/config.yaml and logged)."""
+    """The effective config as YAML (written to runs/<id>/config.yaml; the log gets ``describe``)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atft.config import Config, to_yaml
+from atft.config import Config, describe, to_yaml
 from atft.data.pipeline import Prepared
 from atft.errors import ConfigError, InputError
 from atft.eval.inference import ic_bootstrap_ci
@@ -190,7 +190,7 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
             torch.set_num_threads(1 if t.single_process else t.num_threads)
         device = resolve_device(t.device)
         log.info("run %s on %s; log %s", run_id, device, log_path)
-        log.info("effective config:\n%s", to_yaml(cfg))
+        log.info("%s\n  full effective config: %s", describe(cfg), run_dir / "config.yaml")
         if not cfg.graph_on:
             log.warning("graph path (GAT) is OFF for this run: model.use_gat=%s graph.enabled=%s",
                         cfg.model.use_gat, cfg.graph.enabled)
