@@ -111,7 +111,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = False  # bf16 autocast on CUDA
     single_process: bool = False  # one torch/polars thread, no loader workers; env FORCE_SINGLE_PROCESS=1
-    num_threads: int = 0  # torch threads; 0 = torch default
+    num_threads: int = 0  # torch threads; 0 = auto: the fastest of 1, 2, 4.. up to the usable cores, timed on the run's steps (atft.train.threads)
     run_dir: str = "runs"  # runs/<run_id>/ holds config, metrics, predictions, checkpoints
     log_dir: str = "_logs/training"  # train_<timestamp>.log
     progress: bool = True  # progress bar on a TTY (plain lines otherwise)

@@ -111,13 +111,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _share_cores_between_workers() -> None:
-    """Under xdist give each worker its share of the cores as torch threads (two workers running
-    2 OpenMP threads on 2 cores made scatter/index kernels 100x slower)."""
+    """Torch threads for the suite: under xdist each worker gets its share of the usable cores (two
+    workers running 2 OpenMP threads on 2 cores made scatter/index kernels 100x slower); a serial
+    run takes the fastest count of a short measured probe (a busy core makes 1 thread faster)."""
+    import torch
+
+    from atft.train.threads import available_cores, probe_threads
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(max(1, available_cores() // workers))
+    elif os.environ.get("ATFT_SUITE_THREADS"):
+        torch.set_num_threads(int(os.environ["ATFT_SUITE_THREADS"]))
+    else:
+        torch.set_num_threads(probe_threads()[0])
 
 
 def _register_hypothesis_profiles() -> None:

@@ -38,6 +38,7 @@ from atft.train.step import (
     seed_everything,
     train_epoch,
 )
+from atft.train.threads import configure_threads
 
 log = logging.getLogger("atft.train")
 
@@ -186,8 +187,7 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     handler, log_path = _attach_log(cfg, run_id)
     try:
-        if t.single_process or t.num_threads:
-            torch.set_num_threads(1 if t.single_process else t.num_threads)
+        governor = configure_threads(int(t.num_threads), bool(t.single_process))
         device = resolve_device(t.device)
         log.info("run %s on %s; log %s", run_id, device, log_path)
         log.info("%s\n  full effective config: %s", describe(cfg), run_dir / "config.yaml")
@@ -244,7 +244,7 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
             try:
                 stats = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device=device,
                                     grad_clip=t.grad_clip, bf16=t.bf16, max_steps=t.max_steps_per_epoch,
-                                    progress=bar, guards=guards)
+                                    progress=bar, guards=guards, governor=governor)
                 if guards is not None:
                     guards.on_epoch_end(epoch, stats.steps, stats.loss)
             except GuardStop:

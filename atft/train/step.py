@@ -30,6 +30,7 @@ from atft.errors import HorizonMismatchError
 from atft.eval.metrics import compute_metrics, per_date_ic
 from atft.horizons import Horizons, metric_name
 from atft.train.guards import Guards
+from atft.train.threads import ThreadGovernor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,11 +144,13 @@ def train_epoch(
     max_steps: int = 0,
     progress: Any | None = None,
     guards: Guards | None = None,
+    governor: ThreadGovernor | None = None,
 ) -> EpochStats:
     """One epoch of ``train_step`` over ``loader`` (an iterable of DayBatch).
 
     Batches in which every target is missing are skipped and counted (``train_step``); ``guards``
-    watch every step (``atft.train.guards``).
+    watch every step (``atft.train.guards``); ``governor`` times them to pick the thread count
+    (``atft.train.threads``).
     """
     model.train()
     total, n_steps, n_samples, skipped = 0.0, 0, 0, 0
@@ -159,11 +162,15 @@ def train_epoch(
         wait += time.perf_counter() - t_fetch
         if max_steps and n_steps >= max_steps:
             break
+        if governor is not None:
+            governor.before_step()
         try:
             res = train_step(model, batch, loss_fn, optimizer, scheduler=scheduler, grad_clip=grad_clip,
                              device=device, bf16=bf16, guards=guards)
         except FloatingPointError as exc:
             raise FloatingPointError(f"{exc} (step {n_steps})") from None
+        if governor is not None:
+            governor.after_step(0 if res.skipped else batch.num_stocks)
         if res.skipped:
             skipped += 1
             t_fetch = time.perf_counter()
