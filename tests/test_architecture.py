@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "atft"
-RANK = {"config": 0, "horizons": 0, "errors": 0, "io": 0, "data": 1, "graph": 2, "model": 3, "eval": 4,
+RANK = {"config": 0, "horizons": 0, "errors": 0, "io": 0, "progress": 0, "data": 1, "graph": 2, "model": 3, "eval": 4,
         "synth": 5, "train": 6, "health": 7, "health_suite": 7, "cli": 8}
 MAX_LINES = 400
 

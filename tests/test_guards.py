@@ -180,3 +180,19 @@ def test_atft_report_plots_a_run_directory(root: Path, prepared: Any, tmp_path: 
     for png in ("guards.png", "loss_curves.png", "ic_per_epoch.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 10_000
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a run directory
+
+
+def test_without_a_terminal_a_progress_line_comes_every_log_every_s(root: Path, prepared: Any,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import re
+
+    cfg = config(root, "train.progress=true", "train.log_every_s=0.05", "train.max_steps_per_epoch=0",
+                 "train.max_epochs=1")
+    with caplog.at_level(logging.INFO, logger="atft.train"):
+        fit(cfg, prepared, run_id="progress")  # pytest's stdout is not a TTY
+    lines = [r for r in caplog.records if r.getMessage().startswith("progress: step")]
+    assert len(lines) >= 3
+    assert re.match(r"progress: step \d+/\d+, \d+ samples/s, loss \d+\.\d{4}, ETA \d:\d\d:\d\d$", lines[-1].getMessage())
+    gaps = [b.created - a.created for a, b in zip(lines, lines[1:], strict=False)]
+    assert max(gaps) < 30.0  # the default log_every_s bounds the silence (here 0.05 s between lines)

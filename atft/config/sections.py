@@ -115,6 +115,7 @@ class TrainConfig:
     run_dir: str = "runs"  # runs/<run_id>/ holds config, metrics, predictions, checkpoints
     log_dir: str = "_logs/training"  # train_<timestamp>.log
     progress: bool = True  # progress bar on a TTY (plain lines otherwise)
+    log_every_s: float = 30.0  # without a TTY: a progress line (step, samples/s, loss, ETA) at most this often; 0 = none
 
 
 @dataclass

@@ -44,6 +44,8 @@ writes them. The same seed gives identical frames.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -53,7 +55,10 @@ import polars as pl
 from atft.config import SynthConfig
 from atft.errors import InputError
 from atft.horizons import DEFAULT_TEMPLATE, target_column, truth_column
+from atft.progress import Ticker
 from atft.synth.oracle import calibrate_scale, horizon_means, oracle_table
+
+log = logging.getLogger("atft.synth")
 
 GENERATOR_VERSION = 2  # bump when the same parameters would give a different panel (2: float32 draws)
 DEFAULT_HORIZONS: tuple[int, ...] = (1, 5, 10, 20)
@@ -161,7 +166,7 @@ def _listing(rng: np.random.Generator, p: SynthParams) -> tuple[np.ndarray, np.n
 
 
 def _ar1(rng: np.random.Generator, phi: np.ndarray, shape: tuple[int, ...],
-         dtype: type[np.floating[Any]] = np.float64) -> np.ndarray:
+         dtype: type[np.floating[Any]] = np.float64, ticker: Ticker | None = None) -> np.ndarray:
     """Stationary unit-variance AR(1) along axis 0 with per-series coefficients ``phi``.
 
     The feature panel is drawn in float32 (it is stored as float32 anyway): at 4,000 stocks x
@@ -176,6 +181,8 @@ def _ar1(rng: np.random.Generator, phi: np.ndarray, shape: tuple[int, ...],
     for t in range(1, shape[0]):  # the recursion is sequential in time only
         out[t] *= scale
         out[t] += phi * out[t - 1]
+        if ticker is not None:
+            ticker.tick(lambda s, t=t: f"synth: features, day {t + 1}/{shape[0]} ({s:.0f} s)")
     return out
 
 
@@ -230,14 +237,20 @@ def _forward_returns(r: np.ndarray, end: np.ndarray, listed: np.ndarray,
     return out
 
 
+def ticker_elapsed(ticker: Ticker) -> float:
+    return time.perf_counter() - ticker.start
+
+
 def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAULT_HORIZONS,
-             template: str = DEFAULT_TEMPLATE) -> SynthResult:
+             template: str = DEFAULT_TEMPLATE, *, log_every_s: float = 30.0) -> SynthResult:
     """Generate the panel, its truth and its sidecar metadata in memory.
 
     Args:
         params: generator parameters (``params.seed`` seeds the one numpy Generator).
         horizons: target horizons in trading days.
         template: target column template (``atft.horizons.target_column``).
+        log_every_s: a progress line (log INFO) at most this often in the long loops, besides one
+            line per stage (a 3,000-stock panel takes minutes).
 
     Raises:
         InputError: invalid parameters (named, with the fix).
@@ -261,14 +274,18 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
     w = rng.uniform(0.5, 1.5, p.informative) * rng.choice([-1.0, 1.0], p.informative)
     w /= np.linalg.norm(w)  # own part has unit variance
     v = np.full(p.peer_features, 1.0 / np.sqrt(p.peer_features))  # peer weights, unit variance
-    x = _ar1(rng, phi[None, :], (d, n, nf), np.float32)  # [D, N, F] float32
+    ticker = Ticker(log, log_every_s)
+    log.info("synth: %d stocks x %d days x %d features (seed %d)", n, d, nf, p.seed)
+    x = _ar1(rng, phi[None, :], (d, n, nf), np.float32, ticker)  # [D, N, F] float32
     z = _ar1(rng, np.array(p.strength_rho), (d,))  # [D] log-strength driver
     a = np.exp(p.strength_sigma * z - 0.5 * p.strength_sigma**2)  # [D] > 0, mean 1
+    log.info("synth: features drawn (%.0f s); market, sector and GARCH returns", ticker_elapsed(ticker))
     noise = _noise_returns(rng, p, sector)  # [D, N]
 
     peer = _peer_sums(x[:, :, peer_idx], listed, sector, g)  # [D, N, P]
     u = np.sqrt(1 - p.graph_share) * (x[:, :, inf_idx] @ w) + np.sqrt(p.graph_share) * (peer @ v)
     valid1 = listed & (t_idx + 1 <= end[None, :] - 1)
+    log.info("synth: returns drawn (%.0f s); calibrating the signal to oracle IC %g", ticker_elapsed(ticker), p.oracle_ic)
     c = calibrate_scale(u, a, noise, valid1, p.oracle_ic, p.min_stocks)
     raw = c * a[:, None] * u + noise
     r = np.clip(raw, -p.max_abs_return, p.max_abs_return)
@@ -277,6 +294,7 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
                                phi[inf_idx], peer, v, phi[peer_idx], p.graph_share, hz)
 
     oracle = oracle_table(mu, mu_own, targets, hz, p.min_stocks)
+    log.info("synth: targets and oracle done (%.0f s); building the frame", ticker_elapsed(ticker))
 
     ii, tt = np.nonzero(listed.T)  # rows in (Code, Date) order: codes are sorted equal-width
     names = [f"x{k:03d}" for k in range(nf)]

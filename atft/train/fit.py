@@ -29,6 +29,7 @@ from atft.eval.inference import ic_bootstrap_ci
 from atft.eval.metrics import compute_metrics
 from atft.horizons import Horizons, metric_name
 from atft.io import atomic_path, write_json, write_text
+from atft.progress import Ticker
 from atft.train.guards import Guards, GuardStop
 from atft.train.memory import release_cuda_memory
 from atft.train.step import (
@@ -234,17 +235,20 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
         metrics_path = run_dir / "metrics.jsonl"
         guards = _guards(cfg, prepared, model, start_epoch * steps_per_epoch, run_dir if resume is not None else None)
         stopped_early = False
-        use_bar = t.progress and sys.stderr.isatty()
+        use_bar = t.progress and sys.stdout.isatty() and sys.stderr.isatty()
         for epoch in range(start_epoch, t.max_epochs):
             train_loader.set_epoch(epoch)
-            bar = None
+            bar, ticker = None, None
             if use_bar:
                 from tqdm import tqdm
                 bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False)
+            elif t.progress and t.log_every_s > 0:  # no terminal (CI logs, nohup): a plain line every log_every_s
+                ticker = Ticker(logging.getLogger("atft.train"), t.log_every_s)
             try:
                 stats = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device=device,
                                     grad_clip=t.grad_clip, bf16=t.bf16, max_steps=t.max_steps_per_epoch,
-                                    progress=bar, guards=guards, governor=governor)
+                                    progress=bar, guards=guards, governor=governor, ticker=ticker,
+                                    total_steps=steps_per_epoch)
                 if guards is not None:
                     guards.on_epoch_end(epoch, stats.steps, stats.loss)
             except GuardStop:

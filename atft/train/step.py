@@ -29,6 +29,7 @@ from atft.data.batch import DayBatch
 from atft.errors import HorizonMismatchError
 from atft.eval.metrics import compute_metrics, per_date_ic
 from atft.horizons import Horizons, metric_name
+from atft.progress import Ticker, eta
 from atft.train.guards import Guards
 from atft.train.threads import ThreadGovernor
 
@@ -145,12 +146,15 @@ def train_epoch(
     progress: Any | None = None,
     guards: Guards | None = None,
     governor: ThreadGovernor | None = None,
+    ticker: Ticker | None = None,
+    total_steps: int = 0,
 ) -> EpochStats:
     """One epoch of ``train_step`` over ``loader`` (an iterable of DayBatch).
 
     Batches in which every target is missing are skipped and counted (``train_step``); ``guards``
     watch every step (``atft.train.guards``); ``governor`` times them to pick the thread count
-    (``atft.train.threads``).
+    (``atft.train.threads``); ``ticker`` logs a plain progress line (step, samples/s, loss, ETA)
+    every ``train.log_every_s`` seconds for logs without a terminal (``total_steps`` for the ETA).
     """
     model.train()
     total, n_steps, n_samples, skipped = 0.0, 0, 0, 0
@@ -183,6 +187,10 @@ def train_epoch(
         del batch
         if progress is not None:
             progress.update(1)
+        if ticker is not None:
+            ticker.tick(lambda s, done=n_steps, n=n_samples, mean=total / n_steps:
+                        f"progress: step {done}/{total_steps or '?'}, {n / max(s, 1e-9):.0f} samples/s, "
+                        f"loss {mean:.4f}, ETA {eta(done, total_steps, s)}")
         t_fetch = time.perf_counter()
     seconds = time.perf_counter() - t0
     n = max(n_steps, 1)
