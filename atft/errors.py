@@ -15,6 +15,11 @@ class DataError(InputError):
     """The dataset violates the data contract (missing columns, duplicates, wrong dtypes...)."""
 
 
+class OutputError(InputError, OSError):
+    """An output cannot be written (read-only file system, no space, no permission, a directory
+    where a file is wanted): the user's to fix (exit 2), and still an OSError for callers."""
+
+
 class ConfigError(InputError, ValueError):
     """Unknown config key, wrong type or inconsistent values (also a ValueError: a bad argument)."""
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from atft.errors import InputError
@@ -108,9 +111,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     module, func = COMMANDS[args.command].split(":")
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         fn = getattr(importlib.import_module(module), func)
         return int(fn(args) or 0)
     except InputError as exc:
         print(f"atft {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) outside a training loop: writes were atomic, nothing is left
+        print(f"atft {args.command}: interrupted; nothing half-written was left behind. Run the command again "
+              "to start over.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: a short line and the path of the full traceback, never a bare traceback
+        print(f"atft {args.command}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f". This is a bug in atft, not in your input; the full traceback is in {_save_traceback(args.command)} "
+              "(please attach it to a report).", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+EXIT_CHECK_FAILED = 1  # a health check failed
+EXIT_INPUT = 2  # bad input: one line naming the problem and the fix
+EXIT_GUARD = 3  # a live guard stopped the training run
+EXIT_INTERNAL = 70  # an internal error (EX_SOFTWARE): a bug, the traceback saved to a file
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (128 + SIGINT)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM as an interrupt, so that every ``finally`` (temp files, run directories) runs."""
+    raise KeyboardInterrupt
+
+
+def _save_traceback(command: str) -> str:
+    """Write the current exception's traceback to a file in the temp directory; its path."""
+    import datetime as dt
+    import tempfile
+    import traceback
+
+    stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"atft_{command}_error_{stamp}_", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"atft {command} {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path

@@ -15,10 +15,11 @@ from atft.config import load
 
 def cli_synth(args: argparse.Namespace) -> int:
     """``atft synth --out PATH [--stocks N] [--days D] [--features F] [--seed S] [--config C]``."""
-    from atft.synth.cache import sidecar_path, truth_path, write_panel
+    from atft.synth.cache import check_panel_path, sidecar_path, truth_path, write_panel
     from atft.synth.generator import SynthParams, generate
 
     cfg = load(args.config or "default")
+    check_panel_path(args.out)  # before minutes of generating: a .parquet path that can be written
     params = SynthParams.from_config(cfg.data.synthetic, stocks=args.stocks, days=args.days,
                                      features=args.features, seed=args.seed)
     if params.informative + params.peer_features > params.features:  # --features below the default split
@@ -47,8 +48,10 @@ def cli_synth(args: argparse.Namespace) -> int:
 def cli_build_dataset(args: argparse.Namespace) -> int:
     """``atft build-dataset --prices FILE --out PATH [--start] [--end] [--config]``."""
     from atft.data.prices import build_dataset
+    from atft.io import check_writable
 
     cfg = load(args.config or "default")
+    check_writable(args.out, "--out")
     s = build_dataset(args.prices, args.out, start=args.start, end=args.end, cfg=cfg)
     print(f"wrote {args.out}: {s.rows} rows, {s.stocks} stocks, {s.dates} dates "
           f"({s.first_date} .. {s.last_date}), {len(s.features)} features, targets {s.targets}")
@@ -64,6 +67,10 @@ def cli_check_data(args: argparse.Namespace) -> int:
     from atft.io import write_json
 
     cfg = load(args.config or "default", list(args.overrides or []))
+    if args.json:
+        from atft.io import check_writable
+
+        check_writable(args.json, "--json")
     t0 = time.perf_counter()
     results = run_checks(args.path, cfg)
     seconds = time.perf_counter() - t0
@@ -79,8 +86,10 @@ def cli_check_data(args: argparse.Namespace) -> int:
 def cli_filter_data(args: argparse.Namespace) -> int:
     """``atft filter-data --input P --output Q --max-nan-ratio R [--config C]``."""
     from atft.data.filter import filter_dataset
+    from atft.io import check_writable
 
     cfg = load(args.config or "default")
+    check_writable(args.output, "--output")
     report = filter_dataset(args.input, args.output, args.max_nan_ratio, cfg)
     print(f"filter-data {args.input} -> {args.output} (max NaN ratio {args.max_nan_ratio})")
     for line in report.lines():

@@ -9,7 +9,9 @@ from pathlib import Path
 def cli_report(args: argparse.Namespace) -> int:
     """``atft report REPORT.json | runs/<id> [--out DIR]``."""
     from atft.health.report import read_report, render, render_run
+    from atft.io import check_writable_dir
 
+    check_writable_dir(args.out, "--out")
     if Path(args.report).is_dir():
         md = render_run(args.report, Path(args.out))
         print(f"wrote {md} (run {Path(args.report).name})")

@@ -122,9 +122,21 @@ def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, A
     return "\n".join("  ".join(c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
 
 
+def check_inputs(cfg: Config) -> None:
+    """Before any heavy import (torch, torch-geometric): the dataset is there and readable as one
+    schema, and the run and log directories can be written."""
+    from atft.data.source import check_one_schema, resolve_files
+    from atft.io import check_writable_dir
+
+    if cfg.data.path:
+        check_one_schema(resolve_files(cfg.data.path))
+    check_writable_dir(cfg.train.run_dir, "train.run_dir")
+    check_writable_dir(cfg.train.log_dir, "train.log_dir")
+
+
 def cli_train(args: argparse.Namespace) -> int:
-    """``atft train``: fit, then the closing table with the oracle when the data has one."""
-    from atft.train.fit import fit
+    """``atft train``: fit, then the closing table with the oracle when the data has one; exit 3 when
+    a live guard stopped the run, 130 when interrupted (resumable from last.pt)."""
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -137,16 +149,24 @@ def cli_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         resume = None
+    check_inputs(cfg)
+    from atft.train.fit import fit
+
     apply_single_process(cfg)
     from atft.train.guards import GuardStop
+    from atft.train.interrupt import RunInterrupted, StopRequest
 
     try:
-        result = fit(cfg, resume=resume)
-    except GuardStop as stop:  # a live guard ended the run: exit 3 (1 = a check failed, 2 = bad input)
-        print(f"atft train: stopped by a health guard: {stop.diagnosis}", file=sys.stderr)
+        with StopRequest() as stop:
+            result = fit(cfg, resume=resume, stop=stop)
+    except GuardStop as guard:  # a live guard ended the run: exit 3 (1 = a check failed, 2 = bad input)
+        print(f"atft train: stopped by a health guard: {guard.diagnosis}", file=sys.stderr)
         print("the run's last.pt and health.json are kept; plot the guards with: atft report runs/<run id>",
               file=sys.stderr)
         return 3
+    except RunInterrupted as interrupted:
+        print(f"atft train: {interrupted}", file=sys.stderr)
+        return 130
     horizons = Horizons.from_config(cfg)
     oracle, same = attach_oracle(cfg, result.final, result.run_dir, horizons)
     print(f"run: {result.run_dir}  best epoch {result.best_epoch} "

@@ -107,7 +107,11 @@ class DayBatchLoader:
         return len(self._plan)
 
     def __iter__(self) -> Iterator[DayBatch]:
-        for positions in self._plan:
+        return self.batches(0)
+
+    def batches(self, start: int = 0) -> Iterator[DayBatch]:
+        """The current epoch's batches from the ``start``-th on (a run resumed mid-epoch)."""
+        for positions in self._plan[start:]:
             yield self._batch(self.dates[positions])
 
     def day(self, i: int) -> DayBatch:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from atft.config import Config
-from atft.data.schema import feature_columns
+from atft.data.schema import feature_columns, infinite_message, target_dtype_problems
 from atft.data.source import scan
 from atft.errors import DataError
 from atft.horizons import Horizons, target_column
@@ -93,6 +93,9 @@ def load_panel(cfg: Config, path: str | None = None) -> Panel:
     horizons = Horizons.from_config(cfg)
     horizons.check_targets(names)
     features = feature_columns(schema, cfg)  # rejects target / forward-return columns (leakage)
+    dtype_problems = target_dtype_problems(schema, cfg)
+    if dtype_problems:
+        raise DataError(" ".join(dtype_problems))
     if not features:
         raise DataError(f"no feature columns in {src}. Fix: add numeric feature columns or set data.features.")
     ret_col = _return_column(cfg, names, horizons)
@@ -126,6 +129,11 @@ def load_panel(cfg: Config, path: str | None = None) -> Panel:
     # 2. values: a few columns per pass, scattered into the dense arrays
     feats = _dense(lf, features, flat, num_d, num_n)  # [D, N, F]
     targets = _dense(lf, horizons.targets, flat, num_d, num_n)  # [D, N, H]
+    inf = {c: int(n) for c, n in zip([*features, *horizons.targets],
+                                     [*np.isinf(feats).sum(axis=(0, 1)), *np.isinf(targets).sum(axis=(0, 1))],
+                                     strict=True) if n}
+    if inf:  # the model would train on them: the same rule as atft check-data's infinite_values
+        raise DataError(infinite_message(inf))
     if cfg.graph.return_column:
         returns = _dense(lf, [ret_col], flat, num_d, num_n)[:, :, 0]  # [D, N] already backward
     elif ret_col in horizons.targets:

@@ -19,7 +19,7 @@ from atft.data.loader import DayBatchLoader, GraphSource
 from atft.data.normalize import NormalizedPanel, Normalizer
 from atft.data.panel import Panel, load_panel
 from atft.data.splits import SPLIT_NAMES, Split, resolve_embargo, split_dates
-from atft.errors import InputError
+from atft.errors import DataError, InputError
 from atft.horizons import Horizons
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,22 @@ class Prepared:
         return loader.day(i)
 
 
+def check_enough_stocks(panel: Panel, split: Split, min_stocks: int) -> None:
+    """Every split has dates with at least ``data.min_stocks`` stocks (else a run takes no step and
+    reports NaN metrics).
+
+    Raises:
+        DataError: naming the split, the most stocks any of its dates has, and the minimum.
+    """
+    counts = panel.valid.sum(axis=1)  # [D] stocks per date
+    for name in SPLIT_NAMES:
+        idx = split.get(name)
+        if idx.size and int((counts[idx] >= min_stocks).sum()) == 0:
+            raise DataError(f"no {name} date has data.min_stocks={min_stocks} stocks (the most on any {name} date: "
+                            f"{int(counts[idx].max())}; {panel.num_stocks} stocks in all). Fix: use a panel with "
+                            f"more stocks or lower data.min_stocks (>= 2).")
+
+
 def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
                  normalizer: Normalizer | None = None) -> Prepared:
     """Load, split and normalize the dataset at ``path`` for ``cfg``; batches get ``graph``'s edges.
@@ -110,6 +126,7 @@ def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
     warmup = max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
     split = split_dates(panel.num_dates, float(d.val_fraction), float(d.test_fraction), embargo,
                         warmup=warmup)
+    check_enough_stocks(panel, split, int(d.min_stocks))
     if normalizer is None:
         normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
     normalized = normalizer.transform(panel)

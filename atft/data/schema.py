@@ -89,6 +89,19 @@ def selection_problems(schema: pl.Schema, cfg: Config) -> tuple[list[str], list[
     return feats, problems
 
 
+def target_dtype_problems(schema: pl.Schema, cfg: Config) -> list[str]:
+    """Configured targets present in ``schema`` whose dtype is not a number (named with the fix)."""
+    bad = [f"{t} ({schema[t]})" for t in target_columns(schema, cfg) if not schema[t].is_numeric()]
+    return [f"target columns {bad} are not numbers. Fix: store the forward returns as floats (a target is "
+            "never cast from text silently)."] if bad else []
+
+
+def infinite_message(columns: dict[str, int]) -> str:
+    """THE message for +-inf values (check-data and the training pipeline say the same)."""
+    return (f"+-inf in columns {sorted(columns)} ({sum(columns.values())} values; a division by zero upstream, e.g. "
+            "a return on a zero price). Fix: replace them with null at the source (atft check-data lists them).")
+
+
 def feature_columns(schema: pl.Schema, cfg: Config) -> list[str]:
     """THE model-input column selection (module docstring).
 

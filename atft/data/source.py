@@ -36,9 +36,61 @@ def resolve_files(path: str | os.PathLike[str]) -> list[Path]:
         raise DataError(f"no parquet files found at {s}. Fix: point to a .parquet file, a directory "
                         "holding some, or a glob that matches some.")
     for f in files:
-        if f.stat().st_size == 0:
-            raise DataError(f"dataset file is empty: {f}. Fix: rebuild it (atft build-dataset / atft synth).")
+        check_parquet_file(f)
     return files
+
+
+MAGIC = b"PAR1"  # a parquet file starts and ends with it
+
+
+def check_parquet_file(f: Path) -> None:
+    """``f`` is a complete parquet file: not empty, not CSV / text, not cut short.
+
+    Raises:
+        DataError: naming what the file is instead, with the fix.
+    """
+    size = f.stat().st_size
+    if size == 0:
+        raise DataError(f"dataset file is empty: {f}. Fix: rebuild it (atft build-dataset / atft synth).")
+    with f.open("rb") as fh:
+        head = fh.read(1024)
+        fh.seek(max(0, size - 4))
+        tail = fh.read(4)
+    if head[:4] == MAGIC and tail == MAGIC and size >= 12:
+        return
+    if head[:4] == MAGIC:
+        raise DataError(f"{f} is an incomplete parquet file (no footer: the write was cut short). Fix: rewrite it "
+                        "(rerun the command that made it).")
+    text = head.decode("utf-8", errors="replace")
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text[:200]) and any(c in text for c in ",;\t"):
+        raise DataError(f"{f} is a CSV / text file, not parquet. Fix: convert it, e.g. "
+                        f"polars.read_csv('{f.name}').write_parquet('{f.stem}.parquet') (atft build-dataset reads "
+                        "CSV price files directly).")
+    raise DataError(f"{f} is not a parquet file (it does not start with the parquet magic bytes). Fix: pass the "
+                    "parquet dataset (atft build-dataset / atft synth write one).")
+
+
+def check_one_schema(files: list[Path]) -> None:
+    """Every file of a multi-file dataset has the same columns with the same dtypes.
+
+    Raises:
+        DataError: naming the files and columns that differ from the first file.
+    """
+    if len(files) < 2:
+        return
+    first = pl.read_parquet_schema(files[0])
+    problems = []
+    for f in files[1:]:
+        other = pl.read_parquet_schema(f)
+        missing = [c for c in first if c not in other]
+        extra = [c for c in other if c not in first]
+        dtype = [f"{c}: {first[c]} vs {other[c]}" for c in first if c in other and first[c] != other[c]]
+        if missing or extra or dtype:
+            problems.append(f"{f.name} (missing {missing}, extra {extra}, dtypes {dtype})")
+    if problems:
+        raise DataError(f"the files of this dataset have different schemas: against {files[0].name}, "
+                        f"{'; '.join(problems[:3])}{' ...' if len(problems) > 3 else ''}. Fix: rewrite them with "
+                        "one schema (the same columns and dtypes), or point at one file.")
 
 
 def scan(path: str | os.PathLike[str], code_col: str = "Code", date_col: str = "Date") -> pl.LazyFrame:
@@ -48,13 +100,14 @@ def scan(path: str | os.PathLike[str], code_col: str = "Code", date_col: str = "
         DataError: missing/unreadable/empty file, no Code or Date column, a non-date Date.
     """
     files = resolve_files(path)
+    check_one_schema(files)
     try:
         lf = pl.scan_parquet([str(f) for f in files])
         schema = lf.collect_schema()
     except Exception as exc:  # polars raises several types for corrupt files
         raise DataError(f"cannot read parquet at {path}: {exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}. "
-                        "Fix: check the file is a complete parquet file (rewrite it if a write was interrupted).") from None
+                        "Fix: check it is a complete parquet file written by polars / pyarrow.") from None
     missing = [c for c in (code_col, date_col) if c not in schema]
     if missing:
         raise DataError(f"dataset {path} has no {missing} column(s); columns are "

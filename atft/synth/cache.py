@@ -22,7 +22,7 @@ from filelock import FileLock
 from atft.config import Config
 from atft.data.source import TRUTH_SUFFIX
 from atft.errors import InputError
-from atft.io import atomic_path, write_json
+from atft.io import atomic_paths, check_writable, json_text
 from atft.synth.generator import GENERATOR_VERSION, SynthParams, SynthResult, generate
 
 SIDECAR_SUFFIX = ".meta.json"
@@ -40,24 +40,36 @@ def truth_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + TRUTH_SUFFIX)
 
 
-def write_panel(out: str | os.PathLike[str], result: SynthResult) -> Path:
-    """Write ``<stem>.parquet``, ``<stem>.meta.json`` and ``<stem>.truth.parquet`` atomically.
-
-    The training parquet is written last, so its presence implies the other two exist.
+def check_panel_path(out: str | os.PathLike[str]) -> Path:
+    """Before generating: ``out`` ends with ``.parquet`` (not ``.truth.parquet``) and it and its two
+    companions can be written (``atft.io.check_writable``).
 
     Raises:
-        InputError: ``out`` does not end with ``.parquet`` or ends with ``.truth.parquet``.
+        InputError: a wrong suffix, a directory, or an unwritable location, named with the fix.
     """
     path = Path(out)
     if path.suffix != ".parquet" or path.name.endswith(TRUTH_SUFFIX):
         raise InputError(f"output path {path} must end with '.parquet' (and not '{TRUTH_SUFFIX}'). "
                          "Fix: pass e.g. --out data/synth.parquet.")
+    for p in (path, sidecar_path(path), truth_path(path)):
+        check_writable(p, "the synthetic panel file")
+    return path
+
+
+def write_panel(out: str | os.PathLike[str], result: SynthResult) -> Path:
+    """Write ``<stem>.parquet``, ``<stem>.meta.json`` and ``<stem>.truth.parquet`` together: all
+    three go to temp files first and are renamed only when all are written, the training parquet
+    last (its presence implies the other two); an error or an interrupt leaves none of them.
+
+    Raises:
+        InputError: a bad ``out`` (``check_panel_path``) or a failed write.
+    """
+    path = check_panel_path(out)
     meta = dict(result.meta, files={"panel": path.name, "truth": truth_path(path).name})
-    with atomic_path(truth_path(path)) as tmp:
-        result.truth.write_parquet(tmp)
-    write_json(sidecar_path(path), meta)
-    with atomic_path(path) as tmp:
-        result.panel.write_parquet(tmp)
+    with atomic_paths([truth_path(path), sidecar_path(path), path]) as (t_truth, t_meta, t_panel):
+        result.truth.write_parquet(t_truth)
+        t_meta.write_text(json_text(meta))
+        result.panel.write_parquet(t_panel)
     return path
 
 

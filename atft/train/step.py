@@ -15,9 +15,10 @@ Only Python floats are accumulated: nothing of a step stays referenced after it.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,23 @@ def _autocast(device: torch.device, bf16: bool) -> Any:
 
 
 @dataclass
+class EpochProgress:
+    """Where an epoch stands: the batches consumed and the running sums (what a mid-epoch
+    checkpoint stores, so a resumed epoch ends with the same record as an uninterrupted one)."""
+
+    batches: int = 0  # batches of the epoch's plan consumed (stepped or skipped)
+    loss_sum: float = 0.0
+    per_horizon_sum: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    samples: int = 0
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "loss_sum": self.loss_sum, "per_horizon_sum": dict(self.per_horizon_sum),
+                "steps": self.steps, "samples": self.samples, "skipped": self.skipped}
+
+
+@dataclass
 class EpochStats:
     """What one pass over a loader measured (Python numbers only)."""
 
@@ -64,6 +82,8 @@ class EpochStats:
     seconds: float
     skipped_batches: int = 0
     batch_seconds: float = 0.0  # time spent waiting for the loader to produce batches
+    interrupted: bool = False  # the epoch stopped early on a stop request (``progress`` says where)
+    progress: EpochProgress = field(default_factory=EpochProgress)
 
     @property
     def samples_per_s(self) -> float:
@@ -148,6 +168,8 @@ def train_epoch(
     governor: ThreadGovernor | None = None,
     ticker: Ticker | None = None,
     total_steps: int = 0,
+    resume_from: EpochProgress | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> EpochStats:
     """One epoch of ``train_step`` over ``loader`` (an iterable of DayBatch).
 
@@ -155,16 +177,19 @@ def train_epoch(
     watch every step (``atft.train.guards``); ``governor`` times them to pick the thread count
     (``atft.train.threads``); ``ticker`` logs a plain progress line (step, samples/s, loss, ETA)
     every ``train.log_every_s`` seconds for logs without a terminal (``total_steps`` for the ETA).
+    ``resume_from`` continues an epoch a mid-epoch checkpoint left; ``stop()`` is asked after every
+    batch and ends the epoch early (``interrupted``) when it says so.
     """
     model.train()
-    total, n_steps, n_samples, skipped = 0.0, 0, 0, 0
-    per_h: dict[str, float] = {}
+    p = resume_from or EpochProgress()
+    batches = loader.batches(p.batches) if hasattr(loader, "batches") else itertools.islice(loader, p.batches, None)
+    interrupted = False
     t0 = time.perf_counter()
     wait = 0.0
     t_fetch = time.perf_counter()
-    for batch in loader:
+    for batch in batches:
         wait += time.perf_counter() - t_fetch
-        if max_steps and n_steps >= max_steps:
+        if max_steps and p.steps >= max_steps:
             break
         if governor is not None:
             governor.before_step()
@@ -172,30 +197,33 @@ def train_epoch(
             res = train_step(model, batch, loss_fn, optimizer, scheduler=scheduler, grad_clip=grad_clip,
                              device=device, bf16=bf16, guards=guards)
         except FloatingPointError as exc:
-            raise FloatingPointError(f"{exc} (step {n_steps})") from None
+            raise FloatingPointError(f"{exc} (step {p.steps})") from None
         if governor is not None:
             governor.after_step(0 if res.skipped else batch.num_stocks)
+        p.batches += 1
         if res.skipped:
-            skipped += 1
-            t_fetch = time.perf_counter()
-            continue
-        total += res.loss
-        for k, v in res.per_horizon.items():
-            per_h[k] = per_h.get(k, 0.0) + v
-        n_steps += 1
-        n_samples += batch.num_stocks
+            p.skipped += 1
+        else:
+            p.loss_sum += res.loss
+            for k, v in res.per_horizon.items():
+                p.per_horizon_sum[k] = p.per_horizon_sum.get(k, 0.0) + v
+            p.steps += 1
+            p.samples += batch.num_stocks
+            if progress is not None:
+                progress.update(1)
+            if ticker is not None:
+                ticker.tick(lambda s, done=p.steps, n=p.samples, mean=p.loss_sum / p.steps:
+                            f"progress: step {done}/{total_steps or '?'}, {n / max(s, 1e-9):.0f} samples/s, "
+                            f"loss {mean:.4f}, ETA {eta(done, total_steps, s)}")
         del batch
-        if progress is not None:
-            progress.update(1)
-        if ticker is not None:
-            ticker.tick(lambda s, done=n_steps, n=n_samples, mean=total / n_steps:
-                        f"progress: step {done}/{total_steps or '?'}, {n / max(s, 1e-9):.0f} samples/s, "
-                        f"loss {mean:.4f}, ETA {eta(done, total_steps, s)}")
+        if stop is not None and stop():  # a stop request (Ctrl-C, SIGTERM) honoured at a step boundary
+            interrupted = True
+            break
         t_fetch = time.perf_counter()
     seconds = time.perf_counter() - t0
-    n = max(n_steps, 1)
-    return EpochStats(total / n if n_steps else float("nan"), {k: v / n for k, v in per_h.items()},
-                      n_steps, n_samples, seconds, skipped, wait)
+    n = max(p.steps, 1)
+    return EpochStats(p.loss_sum / n if p.steps else float("nan"), {k: v / n for k, v in p.per_horizon_sum.items()},
+                      p.steps, p.samples, seconds, p.skipped, wait, interrupted, p)
 
 
 @dataclass
