@@ -1,0 +1,239 @@
+"""The leakage figure's accumulator: per-date pairwise-complete moment sums of features x targets.
+
+The figure (``atft.data.stats``): per date, Pearson(feature, target) over the rows where both
+exist (``MIN_CORR_PAIRS`` pairs at least, none on a date with +-inf in either column), then the
+median over dates of its absolute value. ``Moments.add`` folds one batch, given as a date-major
+float32 grid ``[D, B, S]`` (D dates, B = F features then T targets, S slots), into additive
+per-date sums; ``Moments.medians`` turns them into the ``[F, T]`` figures.
+
+Why numpy and not a polars group_by: these are F x T products per row (384 on the benchmark);
+as polars expressions that is six aggregations per pair, as matrix products one small matmul
+per date (``bench/bench_check_data.py --stages`` measures it).
+
+The sums (X / Y: shifted feature / target values, exact zeros where missing; per date):
+
+* ``sxy = Y X`` and ``sx = 1 X`` by one batched matmul ``[Y | 1] X`` per chunk of dates (a row
+  of ones below the targets), ``sq = X^2 1`` / ``Y^2 1`` (squares of every column, ``vecdot``)
+  and ``sy = Y 1``;
+* restricted to the pairs by sparse corrections, taken at the missing cells only (``bincount``
+  by date and feature): where target t is missing, the feature values (``csx``, ``csxx``);
+  where feature f is missing, the target values (``csy``, ``csyy``) and whether t is missing
+  too (``both``); pairs ``n = rows - missing f - missing t + both``.
+
+Why these equal per-date ``pl.corr`` to ~1e-12 however the rows are batched:
+
+* fixed shifts: each (date, column) is shifted by its first finite minimum, kept for the whole
+  pass, so the sums of all batches simply add; shifted values are of the size of the date's
+  spread, not of its level (no catastrophic cancellation in ``sxx - sx^2 / n`` for a column
+  far from 0), and a constant column sums to exact zeros (zero variance: no correlation);
+* float64: the shift is a float32 value, so ``value - shift`` of two float32 is exact in float64;
+* missing cells are set to their shift, i.e. exact zeros once shifted;
+* a +-inf value makes the sums of its (date, column) non-finite: no correlation there.
+
+Memory: the grid (one batch as float32), one chunk of ``chunk_bytes`` float64, the corrections'
+gathers (the missing cells) and eleven per-date arrays, six of them ``[G, F, T]`` float64
+(2,000 dates x 4 targets x 96 features: 37 MB).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atft.data.batches import scratch
+
+MIN_CORR_PAIRS = 3  # fewer (feature, target) pairs on a date: no correlation that day
+CHUNK_BYTES = 4 * 2**20  # one float64 chunk of dates of the grid (stays in cache)
+
+_FT = ("sxy", "csx", "csxx", "csy", "csyy", "both")  # [G, T, F] sums
+
+
+class Moments:
+    """Additive per-date moment sums of F features x T targets (module docstring).
+
+    Arrays grow as dates appear (``reserve``; capacity doubles) and are indexed by the caller's
+    date ids; ``add`` calls for distinct dates may run concurrently.
+    """
+
+    def __init__(self, nf: int, nt: int, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.nf, self.nt, self.nb = nf, nt, nf + nt
+        self.chunk_bytes = chunk_bytes
+        self.n = 0  # dates with room
+        self.shift = np.zeros((0, self.nb))  # [G, B] NaN: not set yet
+        self.rows = np.zeros(0, np.int64)  # [G]
+        self.miss = np.zeros((0, self.nb), np.int64)  # [G, B]
+        self.sq = np.zeros((0, self.nb))  # [G, B] squares
+        self.sx = np.zeros((0, nf))  # [G, F]
+        self.sy = np.zeros((0, nt))  # [G, T]
+        self.ft = {k: np.zeros((0, nt, nf)) for k in _FT}  # [G, T, F]
+
+    def reserve(self, n: int) -> None:
+        """Room for date ids ``0..n-1`` (call before ``add``, which may run on several threads)."""
+        if n <= self.shift.shape[0]:
+            return
+        cap = max(n, 2 * self.shift.shape[0], 64)
+
+        def grown(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
+            out = np.full((cap, *a.shape[1:]), fill, a.dtype)
+            out[: a.shape[0]] = a
+            return out
+
+        self.shift = grown(self.shift, np.nan)
+        self.rows, self.miss, self.sq, self.sx, self.sy = (grown(a) for a in (self.rows, self.miss, self.sq,
+                                                                               self.sx, self.sy))
+        self.ft = {k: grown(v) for k, v in self.ft.items()}
+
+    def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, lo: np.ndarray,
+            cells: list[np.ndarray], pad: np.ndarray | None) -> None:
+        """Fold one batch in. ``grid`` is overwritten (its missing cells get their shift).
+
+        Args:
+            grid: the batch, date-major, NaN where missing or padding.
+            gl: date id of each grid date; rows: real rows per grid date.
+            lo: per (grid date, column) minimum of the present values (NaN: none).
+            cells: per column, its missing cells (not padding), flat ``d * S + s``, sorted.
+            pad: ``[D * S]`` True at padding, or None.
+
+        Shapes:
+            grid ``[D, B, S]`` float32, gl / rows ``[D]``, lo ``[D, B]``, cells B x ``[q_j]``.
+        """
+        nd, nb, s = grid.shape
+        nf = self.nf
+        if not nd:
+            return
+        cur = self.shift[gl]  # [D, B]
+        fresh = np.isnan(cur) & np.isfinite(lo)
+        cur[fresh] = lo[fresh]
+        self.shift[gl] = cur
+        c = np.where(np.isnan(cur), 0.0, cur)  # no finite value met yet: nothing to shift
+        yn = np.subtract(grid[:, nf:].transpose(1, 0, 2), c.T[nf:, :, None])  # [T, D, S] shifted, NaN missing
+        flat = grid.reshape(-1)
+        for j, p in enumerate(cells):  # missing cells := shift (exact zeros once shifted)
+            flat[(p // s) * (nb * s) + j * s + p % s] = c[p // s, j]
+        if pad is not None and pad.any():
+            d, sl = np.divmod(np.flatnonzero(pad), s)
+            grid[d, :, sl] = c[d].astype(np.float32)
+        self.rows[gl] += rows
+        self.miss[gl] += np.stack([np.bincount(p // s, minlength=nd) for p in cells], 1)
+        sx, sq = self._products(grid, gl, c)
+        self._target_missing(grid, gl, c, rows, cells[nf:], sx, sq)
+        self._feature_missing(yn.reshape(self.nt, -1), gl, cells[:nf])
+
+    def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[1 | Y] [X | 1]`` by batched matmuls and the squares, over chunks of dates in float64;
+        returns this batch's feature sums ``[D, F]`` and squares ``[D, B]``."""
+        nd, nb, s = grid.shape
+        nf, nt = self.nf, self.nt
+        step = max(1, self.chunk_bytes // (8 * (nb + 1) * s))
+        blk = scratch("products", step * (nb + 1) * s, np.float64).reshape(step, nb + 1, s)
+        blk[:, nf] = 1.0
+        prod = np.empty((nd, nt + 1, nf + 1))
+        sq = np.empty((nd, nb + 1))
+        for d0 in range(0, nd, step):
+            d1 = min(nd, d0 + step)
+            b = blk[: d1 - d0]  # [k, F + 1 + T, S]: shifted features, a row of ones, shifted targets
+            for src, dst, cs in ((grid[d0:d1, :nf], b[:, :nf], c[d0:d1, :nf, None]),
+                                 (grid[d0:d1, nf:], b[:, nf + 1:], c[d0:d1, nf:, None])):
+                np.copyto(dst, src)  # float32 -> float64, then the exact shift
+                np.subtract(dst, cs, out=dst)
+            np.matmul(b[:, nf:], b[:, : nf + 1].transpose(0, 2, 1), out=prod[d0:d1])  # [k, 1 + T, F + 1]
+            np.vecdot(b, b, out=sq[d0:d1])  # [k, F + 1 + T]
+        ix = _index(gl)
+        self.ft["sxy"][ix] += prod[:, 1:, :nf]
+        self.sx[ix] += prod[:, 0, :nf]
+        self.sy[ix] += prod[:, 1:, nf]
+        sq = np.delete(sq, nf, axis=1)  # [D, B]
+        self.sq[ix] += sq
+        return prod[:, 0, :nf], sq
+
+    def _target_missing(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray, rows: np.ndarray,
+                        cells: list[np.ndarray], sx: np.ndarray, sq: np.ndarray) -> None:
+        """Where target t is missing, the features' pairs lose x and x^2 (``csx``, ``csxx``): sums
+        of the gathered feature values by (date, feature) (``np.bincount``); where t is missing on
+        every row of a date in this batch (a legitimate tail), the batch's ``sx`` / ``sq`` of that
+        date (no gather)."""
+        nd, nb, s = grid.shape
+        nf, flat, ix, ft, key_f = self.nf, grid.reshape(-1), _index(gl), self.ft, np.arange(self.nf)
+        for t, p in enumerate(cells):
+            whole = np.bincount(p // s, minlength=nd) == rows  # [D] t missing on every row
+            if whole.any():
+                ft["csx"][gl[whole], t] += sx[whole]
+                ft["csxx"][gl[whole], t] += sq[whole, :nf]
+                p = p[~whole[p // s]]
+            if not p.size:
+                continue
+            d, sl = np.divmod(p, s)
+            x = (flat[(d * (nb * s) + sl)[:, None] + key_f * s] - c[d, :nf]).ravel()  # [q * F] shifted
+            key = (d[:, None] * nf + key_f).ravel()
+            ft["csx"][ix, t] += np.bincount(key, x, minlength=nd * nf).reshape(nd, nf)
+            ft["csxx"][ix, t] += np.bincount(key, x * x, minlength=nd * nf).reshape(nd, nf)
+
+    def _feature_missing(self, yn: np.ndarray, gl: np.ndarray, cells: list[np.ndarray]) -> None:
+        """Where feature f is missing, its pairs lose y and y^2 (``csy``, ``csyy``) of every target;
+        ``both`` counts the cells where the target is missing too. Sums by (date, feature)
+        (``np.bincount``) of the shifted targets ``yn`` ``[T, D * S]`` (NaN where missing)."""
+        p = np.concatenate(cells)
+        if not p.size:
+            return
+        nd, nf = gl.size, self.nf
+        key = p // (yn.shape[1] // nd) * nf + np.repeat(np.arange(nf), [q.size for q in cells])  # (date, feature)
+        ix, ft = _index(gl), self.ft
+        for t in range(self.nt):
+            y = yn[t][p]
+            miss = np.isnan(y)
+            y[miss] = 0.0
+            ft["csy"][ix, t] += np.bincount(key, y, minlength=nd * nf).reshape(nd, nf)
+            ft["csyy"][ix, t] += np.bincount(key, y * y, minlength=nd * nf).reshape(nd, nf)
+            ft["both"][ix, t] += np.bincount(key[miss], minlength=nd * nf).reshape(nd, nf)
+
+    def medians(self, n_dates: int) -> np.ndarray:
+        """Median over dates of |Pearson| per (feature, target), dates without one skipped.
+
+        Shapes:
+            -> ``[F, T]`` float64, NaN where no date has a correlation.
+        """
+        g = min(n_dates, self.shift.shape[0])
+        if not g:
+            return np.full((self.nf, self.nt), np.nan)
+        nf, ft = self.nf, {k: v[:g] for k, v in self.ft.items()}  # [G, T, F]
+        miss = self.miss[:g].astype(np.float64)
+        pairs = (self.rows[:g, None] - miss[:, nf:])[:, :, None] - miss[:, None, :nf] + ft["both"]
+        rho = pearson(pairs, self.sx[:g, None, :] - ft["csx"], self.sy[:g, :, None] - ft["csy"],
+                      self.sq[:g, None, :nf] - ft["csxx"], self.sq[:g, nf:, None] - ft["csyy"], ft["sxy"])
+        return nan_median(np.abs(rho), axis=0).T
+
+
+def _index(ids: np.ndarray) -> np.ndarray | slice:
+    """``ids`` as a slice when they are consecutive (a view instead of a gather / scatter)."""
+    if ids.size and ids[-1] - ids[0] == ids.size - 1 and (ids.size < 2 or (np.diff(ids) == 1).all()):
+        return slice(int(ids[0]), int(ids[-1]) + 1)
+    return ids
+
+
+def pearson(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy: np.ndarray,
+            sxy: np.ndarray) -> np.ndarray:
+    """Pearson correlation from (shifted) pairwise-complete moment sums; NaN where fewer than
+    ``MIN_CORR_PAIRS`` pairs, a zero variance or a non-finite sum (+-inf in the data).
+
+    Shapes:
+        all six broadcast together, e.g. ``[G, F, T]`` float64 -> the same.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inv = 1.0 / np.maximum(n, 1.0)
+        vx, vy = sxx - sx * sx * inv, syy - sy * sy * inv
+        ok = ((n >= MIN_CORR_PAIRS) & (vx > 1e-12 * sxx) & (vy > 1e-12 * syy)
+              & np.isfinite(vx) & np.isfinite(vy) & np.isfinite(sxy))
+        rho = np.clip((sxy - sx * sy * inv) / np.sqrt(np.maximum(vx * vy, 1e-300)), -1.0, 1.0)
+    return np.where(ok, rho, np.nan)
+
+
+def nan_median(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Median along ``axis`` ignoring NaN (mean of the two middle values; NaN when none), no warning.
+
+    Shapes:
+        a: any, e.g. ``[G, F, T]`` -> ``a`` without ``axis``, e.g. ``[F, T]``.
+    """
+    s = np.sort(a, axis=axis)  # NaN sorts last
+    k = np.expand_dims((~np.isnan(a)).sum(axis), axis)
+    lo = np.take_along_axis(s, np.maximum(k - 1, 0) // 2, axis)
+    hi = np.take_along_axis(s, k // 2 - (k == 0), axis)  # k == 0: any index, masked below
+    return np.squeeze(np.where(k > 0, (lo + hi) / 2, np.nan), axis)
