@@ -1,8 +1,9 @@
 """The block of one batch (features then targets, float32) into per-date sums, by chunks of dates.
 
 A batch's rows form a date-major grid (``atft.data.batches.Layout``). ``fold_block`` cuts its
-dates into chunks of about ``grid_bytes`` (so that a chunk stays in the cache) and folds each
-chunk, column by column: a compact copy of the column's slice (the slot layout's slice is
+dates into one chunk per worker thread (at most ``grid_bytes`` of float32 each; smaller chunks
+measured slower: numpy's per-call cost outweighs the cache) and folds each chunk, column by
+column: a compact copy of the column's slice (the slot layout's slice is
 strided), its missing cells (``isnan``), min / max over the slots and +-inf counts by numpy
 reductions; with leakage on, the column is transposed into the chunk's grid ``[k, B, S]`` that
 ``atft.data.moments.Moments.add`` then folds. Chunks touch distinct dates, so they run on a
@@ -19,7 +20,7 @@ import numpy as np
 from atft.data.batches import Layout, scratch
 from atft.data.moments import Moments
 
-GRID_BYTES = 8 * 2**20  # float32 grid of one chunk of dates (stays in the cache)
+GRID_BYTES = 64 * 2**20  # at most this float32 grid per chunk of dates
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ class BlockSums:
 
 
 def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], sums: BlockSums,
-               moments: Moments | None, pool: Executor | None, grid_bytes: int = GRID_BYTES) -> list[np.ndarray]:
-    """Fold one batch's block in; returns each column's missing rows (batch row numbers).
+               moments: Moments | None, pool: Executor | None, grid_bytes: int = GRID_BYTES,
+               want_rows: list[bool] | None = None) -> list[np.ndarray]:
+    """Fold one batch's block in; returns the missing rows (batch row numbers) of the columns
+    in ``want_rows`` (others: empty).
 
     Args:
         lay: the batch's layout; gl: date id of each grid date; rows: rows per grid date.
@@ -48,53 +51,52 @@ def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndar
         gl / rows ``[D]``, cols B x ``[R]`` -> B x ``[q_j]``.
     """
     nd, s, nb = gl.size, lay.slots, len(cols)
-    step = max(1, grid_bytes // (4 * nb * max(s, 1)))
+    workers = getattr(pool, "_max_workers", 1) if pool is not None else 1
+    step = max(1, min(-(-nd // workers), grid_bytes // (4 * nb * max(s, 1))))  # one chunk per worker at least
     spans = [(d0, min(nd, d0 + step)) for d0 in range(0, nd, step)]
+    want = want_rows if want_rows is not None else [True] * nb
 
     def run(span: tuple[int, int]) -> list[np.ndarray]:
-        return _fold_chunk(lay, gl, rows, cols, sums, moments, *span)
+        return _fold_chunk(lay, gl, rows, cols, sums, moments, want, *span)
 
     parts = list(pool.map(run, spans)) if pool is not None and len(spans) > 1 else [run(sp) for sp in spans]
     return [np.concatenate([p[j] for p in parts]) for j in range(nb)]
 
 
 def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], sums: BlockSums,
-                moments: Moments | None, d0: int, d1: int) -> list[np.ndarray]:
-    """Grid dates ``d0:d1`` of every block column (module docstring)."""
+                moments: Moments | None, want: list[bool], d0: int, d1: int) -> list[np.ndarray]:
+    """Grid dates ``d0:d1`` of every block column (module docstring). Missing cells are flat
+    grid positions ``d * S + s``; the targets' (the last columns) sorted, i.e. date-major."""
     k, s, nb = d1 - d0, lay.slots, len(cols)
+    nf = nb - (moments.nt if moments is not None else 0)
     g = gl[d0:d1]
     grid = scratch("grid", k * nb * s).reshape(k, nb, s) if moments is not None else None
     lo, hi = np.empty((nb, k), np.float32), np.empty((nb, k), np.float32)
-    miss = np.empty((nb, k), np.int64)
     pad = lay.pad[d0 * s:d1 * s] if lay.pad is not None else None
-    cells, missing_rows = [], []
+    cells: list[np.ndarray] = []
     for j, col in enumerate(cols):
         if lay.kind == "slot":  # [S, k] compact copy of the strided slice; reduced over its rows
             v = scratch("col", s * k).reshape(s, k)
             np.copyto(v, col.reshape(s, lay.dates.size)[:, d0:d1])
             sl, dl = np.divmod(np.flatnonzero(np.isnan(v)), k)
-            cell = np.sort(dl * s + sl)
-            axis = 0
+            cells.append(np.sort(dl * s + sl) if j >= nf else dl * s + sl)
             if grid is not None:
                 np.copyto(grid[:, j], v.T)
+            np.fmin.reduce(v, axis=0, out=lo[j])
+            np.fmax.reduce(v, axis=0, out=hi[j])
         else:  # [k, S] grid rows (padding NaN)
             v = lay.grid(col, d0, d1)
             cell = np.flatnonzero(np.isnan(v))
-            if pad is not None:
-                cell = cell[~pad[cell]]
-            axis = 1
+            cells.append(cell[~pad[cell]] if pad is not None else cell)
             if grid is not None:
                 np.copyto(grid[:, j], v)
-        cells.append(cell)
-        missing_rows.append(lay.rows(cell, d0))
-        miss[j] = np.bincount(cell // s, minlength=k)
-        np.fmin.reduce(v, axis=axis, out=lo[j])
-        np.fmax.reduce(v, axis=axis, out=hi[j])
-        if np.isinf(lo[j]).any() or np.isinf(hi[j]).any():
-            sums.inf[g, j] += np.isinf(v).sum(axis=axis)
-    sums.miss[g] += miss.T
+            np.fmin.reduce(v, axis=1, out=lo[j])
+            np.fmax.reduce(v, axis=1, out=hi[j])
+    for j in np.flatnonzero((np.isinf(lo) | np.isinf(hi)).any(axis=1)):  # +-inf: count them (rare)
+        sums.inf[g, j] += np.isinf(lay.grid(cols[j], d0, d1)).sum(axis=1)
+    sums.miss[g] += np.stack([np.bincount(c // s, minlength=k) for c in cells], 1)
     sums.lo[g] = np.fmin(sums.lo[g], lo.T)
     sums.hi[g] = np.fmax(sums.hi[g], hi.T)
     if moments is not None and grid is not None:
         moments.add(grid, g, rows[d0:d1], lo.T, cells, pad)
-    return missing_rows
+    return [lay.rows(c, d0) if w else c[:0] for c, w in zip(cells, want, strict=True)]

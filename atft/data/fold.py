@@ -115,8 +115,9 @@ class Fold:
             gl = present[lay.dates]  # [D] date id of each grid date
             if self.moments is not None:
                 self.moments.reserve(self.dates.n)
+            want = [self.plan.per_stock or j >= self.nf for j in range(self.nb)]  # codes: target rows
             nan_rows = fold_block(lay, gl, cnt[gl], cols, BlockSums(self.miss, self.inf, self.lo, self.hi),
-                                  self.moments, self.pool, self.grid_bytes)
+                                  self.moments, self.pool, self.grid_bytes, want)
         code = self._codes(b, g, nan_rows) if self.plan.code is not None else None
         if self.plan.exact:
             self.exact.append(self._exact_aggs(b, g))

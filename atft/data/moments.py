@@ -147,12 +147,12 @@ class Moments:
 
     def _target_missing(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray, rows: np.ndarray,
                         cells: list[np.ndarray], sx: np.ndarray, sq: np.ndarray) -> None:
-        """Where target t is missing, the features' pairs lose x and x^2 (``csx``, ``csxx``): sums
-        of the gathered feature values by (date, feature) (``np.bincount``); where t is missing on
-        every row of a date in this batch (a legitimate tail), the batch's ``sx`` / ``sq`` of that
-        date (no gather)."""
+        """Where target t is missing, the features' pairs lose x and x^2 (``csx``, ``csxx``): the
+        gathered feature values summed over each date's run of cells; where t is missing on
+        every row of a date in this batch (a legitimate tail), the batch's ``sx`` / ``sq`` of
+        that date (no gather)."""
         nd, nb, s = grid.shape
-        nf, flat, ix, ft, key_f = self.nf, grid.reshape(-1), _index(gl), self.ft, np.arange(self.nf)
+        nf, flat, ft, fs = self.nf, grid.reshape(-1), self.ft, np.arange(self.nf) * s
         for t, p in enumerate(cells):
             whole = np.bincount(p // s, minlength=nd) == rows  # [D] t missing on every row
             if whole.any():
@@ -162,10 +162,11 @@ class Moments:
             if not p.size:
                 continue
             d, sl = np.divmod(p, s)
-            x = (flat[(d * (nb * s) + sl)[:, None] + key_f * s] - c[d, :nf]).ravel()  # [q * F] shifted
-            key = (d[:, None] * nf + key_f).ravel()
-            ft["csx"][ix, t] += np.bincount(key, x, minlength=nd * nf).reshape(nd, nf)
-            ft["csxx"][ix, t] += np.bincount(key, x * x, minlength=nd * nf).reshape(nd, nf)
+            x = flat[(d * (nb * s) + sl)[:, None] + fs] - c[d, :nf]  # [q, F] shifted
+            starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])  # runs of one date (cells are sorted)
+            g = gl[d[starts]]
+            ft["csx"][g, t] += np.add.reduceat(x, starts, axis=0)
+            ft["csxx"][g, t] += np.add.reduceat(x * x, starts, axis=0)
 
     def _feature_missing(self, yn: np.ndarray, gl: np.ndarray, cells: list[np.ndarray]) -> None:
         """Where feature f is missing, its pairs lose y and y^2 (``csy``, ``csyy``) of every target;
@@ -176,14 +177,15 @@ class Moments:
             return
         nd, nf = gl.size, self.nf
         key = p // (yn.shape[1] // nd) * nf + np.repeat(np.arange(nf), [q.size for q in cells])  # (date, feature)
-        ix, ft = _index(gl), self.ft
+        ix, ft, size = _index(gl), self.ft, nd * nf
         for t in range(self.nt):
             y = yn[t][p]
             miss = np.isnan(y)
-            y[miss] = 0.0
-            ft["csy"][ix, t] += np.bincount(key, y, minlength=nd * nf).reshape(nd, nf)
-            ft["csyy"][ix, t] += np.bincount(key, y * y, minlength=nd * nf).reshape(nd, nf)
-            ft["both"][ix, t] += np.bincount(key[miss], minlength=nd * nf).reshape(nd, nf)
+            if miss.any():
+                y[miss] = 0.0
+                ft["both"][ix, t] += np.bincount(key[miss], minlength=size).reshape(nd, nf)
+            ft["csy"][ix, t] += np.bincount(key, y, minlength=size).reshape(nd, nf)
+            ft["csyy"][ix, t] += np.bincount(key, y * y, minlength=size).reshape(nd, nf)
 
     def medians(self, n_dates: int) -> np.ndarray:
         """Median over dates of |Pearson| per (feature, target), dates without one skipped.

@@ -183,7 +183,8 @@ def _run(src: Source, plan: Plan, batch_rows: int | None, batch_bytes: int, grid
             ranges = [(s, min(batch_rows, n - s)) for s in range(0, n, max(1, batch_rows))]
         else:
             ranges = batch_ranges(src, query, max(1024, batch_bytes // fold.bytes_per_row()))
-        for batch in read_batches(query, ranges):
+        engine = "in-memory" if src.row_groups is not None and batch_rows is None else ENGINE
+        for batch in read_batches(query, ranges, engine):
             fold.add(batch)
     return fold
 
