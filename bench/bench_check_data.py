@@ -91,9 +91,10 @@ import numpy as np
 from atft.config import Config
 from atft.data import block as K, fold as F, moments as M, stats as S
 
-spent = dict.fromkeys(["wait for a decoded batch", "dates, codes, 1-day bound", "block: per-column stats + grid copy",
-                       "moments: shifts, missing cells", "moments: products (matmul, squares)",
-                       "moments: target-missing sums", "moments: feature-missing sums", "finish (tail, medians)"], 0.0)
+spent = dict.fromkeys(["wait for a decoded batch", "dates, codes, 1-day bound",
+                       "block: per-column stats, shifts, grid copy", "moments: counts",
+                       "moments: products (matmul, squares)", "moments: target-missing sums",
+                       "moments: feature-missing sums", "finish (tail, medians)"], 0.0)
 
 
 def timed(name, fn):
@@ -109,8 +110,8 @@ def timed(name, fn):
 M.Moments._products = timed("moments: products (matmul, squares)", M.Moments._products)
 M.Moments._target_missing = timed("moments: target-missing sums", M.Moments._target_missing)
 M.Moments._feature_missing = timed("moments: feature-missing sums", M.Moments._feature_missing)
-M.Moments.add = timed("moments: shifts, missing cells", M.Moments.add)
-F.fold_block = timed("block: per-column stats + grid copy", F.fold_block)
+M.Moments.add = timed("moments: counts", M.Moments.add)
+F.fold_block = timed("block: per-column stats, shifts, grid copy", F.fold_block)
 F.Fold.add = timed("dates, codes, 1-day bound", F.Fold.add)
 S._finish = timed("finish (tail, medians)", S._finish)
 batches = S.read_batches
@@ -134,10 +135,10 @@ S.build_stats(sys.argv[1], cfg, workers=1)  # one thread: the parts add up to th
 total = time.perf_counter() - t0
 # nested timers -> exclusive: add() contains fold_block, which contains Moments.add, which contains the sums
 inner = ["moments: products (matmul, squares)", "moments: target-missing sums", "moments: feature-missing sums"]
-spent["moments: shifts, missing cells"] -= sum(spent[k] for k in inner)
-spent["block: per-column stats + grid copy"] -= spent["moments: shifts, missing cells"] + sum(spent[k] for k in inner)
-spent["dates, codes, 1-day bound"] -= (spent["block: per-column stats + grid copy"] + spent["moments: shifts, missing cells"]
-                                       + sum(spent[k] for k in inner))
+spent["moments: counts"] -= sum(spent[k] for k in inner)
+block = "block: per-column stats, shifts, grid copy"
+spent[block] -= spent["moments: counts"] + sum(spent[k] for k in inner)
+spent["dates, codes, 1-day bound"] -= spent[block] + spent["moments: counts"] + sum(spent[k] for k in inner)
 from atft.data.batches import open_source, batch_ranges, read_batches
 src = open_source(sys.argv[1], cfg.data.code_col, cfg.data.date_col)
 fold = F.Fold(S.plan_for(src.lf.collect_schema(), cfg), src.lf.collect_schema())

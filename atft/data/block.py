@@ -66,37 +66,55 @@ def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndar
 def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], sums: BlockSums,
                 moments: Moments | None, want: list[bool], d0: int, d1: int) -> list[np.ndarray]:
     """Grid dates ``d0:d1`` of every block column (module docstring). Missing cells are flat
-    grid positions ``d * S + s``; the targets' (the last columns) sorted, i.e. date-major."""
+    grid positions ``d * S + s``; the targets' (the last columns) sorted, i.e. date-major. With
+    the moments, each column's missing cells and padding get its shift before the grid copy."""
     k, s, nb = d1 - d0, lay.slots, len(cols)
     nf = nb - (moments.nt if moments is not None else 0)
     g = gl[d0:d1]
-    grid = scratch("grid", k * nb * s).reshape(k, nb, s) if moments is not None else None
     lo, hi = np.empty((nb, k), np.float32), np.empty((nb, k), np.float32)
     pad = lay.pad[d0 * s:d1 * s] if lay.pad is not None else None
+    if moments is not None:
+        grid = scratch("grid", k * nb * s).reshape(k, nb, s)
+        yn = np.empty((nb - nf, k * s))  # shifted targets, NaN where missing
+        c = np.empty((k, nb))
     cells: list[np.ndarray] = []
     for j, col in enumerate(cols):
-        if lay.kind == "slot":  # [S, k] compact copy of the strided slice; reduced over its rows
+        if lay.kind == "slot":  # [S, k]: a compact copy of the strided slice, reduced over its rows
             v = scratch("col", s * k).reshape(s, k)
             np.copyto(v, col.reshape(s, lay.dates.size)[:, d0:d1])
-            sl, dl = np.divmod(np.flatnonzero(np.isnan(v)), k)
-            cells.append(np.sort(dl * s + sl) if j >= nf else dl * s + sl)
-            if grid is not None:
-                np.copyto(grid[:, j], v.T)
-            np.fmin.reduce(v, axis=0, out=lo[j])
-            np.fmax.reduce(v, axis=0, out=hi[j])
-        else:  # [k, S] grid rows (padding NaN)
+            nan = np.flatnonzero(np.isnan(v))  # s * k + d
+            sl, nan_date = np.divmod(nan, k)
+            cell = nan_date * s + sl
+            cells.append(np.sort(cell) if j >= nf else cell)
+            by_date, axis = v.T, 0  # [k, S]
+        else:  # [k, S] grid rows (padding NaN); a copy when the moments fill it
             v = lay.grid(col, d0, d1)
-            cell = np.flatnonzero(np.isnan(v))
-            cells.append(cell[~pad[cell]] if pad is not None else cell)
-            if grid is not None:
-                np.copyto(grid[:, j], v)
-            np.fmin.reduce(v, axis=1, out=lo[j])
-            np.fmax.reduce(v, axis=1, out=hi[j])
+            if moments is not None:
+                v = _copied(v)
+            nan = np.flatnonzero(np.isnan(v))  # d * S + s, padding included
+            nan_date = nan // s
+            cells.append(nan[~pad[nan]] if pad is not None else nan)
+            by_date, axis = v, 1
+        np.fmin.reduce(v, axis=axis, out=lo[j])
+        np.fmax.reduce(v, axis=axis, out=hi[j])
+        if moments is not None:
+            c[:, j] = cj = moments.shift(g, j, lo[j])
+            if j >= nf:
+                np.subtract(by_date, cj[:, None], out=yn[j - nf].reshape(k, s))
+            v.reshape(-1)[nan] = cj[nan_date]  # missing cells and padding := the shift (0 once shifted)
+            np.copyto(grid[:, j], by_date)  # the slot layout's transpose
     for j in np.flatnonzero((np.isinf(lo) | np.isinf(hi)).any(axis=1)):  # +-inf: count them (rare)
         sums.inf[g, j] += np.isinf(lay.grid(cols[j], d0, d1)).sum(axis=1)
-    sums.miss[g] += np.stack([np.bincount(c // s, minlength=k) for c in cells], 1)
+    sums.miss[g] += np.stack([np.bincount(cell // s, minlength=k) for cell in cells], 1)
     sums.lo[g] = np.fmin(sums.lo[g], lo.T)
     sums.hi[g] = np.fmax(sums.hi[g], hi.T)
-    if moments is not None and grid is not None:
-        moments.add(grid, g, rows[d0:d1], lo.T, cells, pad)
-    return [lay.rows(c, d0) if w else c[:0] for c, w in zip(cells, want, strict=True)]
+    if moments is not None:
+        moments.add(grid, g, rows[d0:d1], c, cells, yn)
+    return [lay.rows(cell, d0) if w else cell[:0] for cell, w in zip(cells, want, strict=True)]
+
+
+def _copied(v: np.ndarray) -> np.ndarray:
+    """``v`` copied into this thread's scratch (so that it can be filled in)."""
+    out = scratch("col", v.size).reshape(v.shape)
+    np.copyto(out, v)
+    return out

@@ -2,9 +2,11 @@
 
 The figure (``atft.data.stats``): per date, Pearson(feature, target) over the rows where both
 exist (``MIN_CORR_PAIRS`` pairs at least, none on a date with +-inf in either column), then the
-median over dates of its absolute value. ``Moments.add`` folds one batch, given as a date-major
-float32 grid ``[D, B, S]`` (D dates, B = F features then T targets, S slots), into additive
-per-date sums; ``Moments.medians`` turns them into the ``[F, T]`` figures.
+median over dates of its absolute value. ``Moments.add`` folds one batch (or a chunk of its
+dates), given as a date-major float32 grid ``[D, B, S]`` (D dates, B = F features then T
+targets, S slots) whose missing cells hold their shift (``Moments.shift``, set by
+``atft.data.block`` while a column is in the cache), into additive per-date sums;
+``Moments.medians`` turns them into the ``[F, T]`` figures.
 
 Why numpy and not a polars group_by: these are F x T products per row (384 on the benchmark);
 as polars expressions that is six aggregations per pair, as matrix products one small matmul
@@ -12,9 +14,9 @@ per date (``bench/bench_check_data.py --stages`` measures it).
 
 The sums (X / Y: shifted feature / target values, exact zeros where missing; per date):
 
-* ``sxy = Y X`` and ``sx = 1 X`` by one batched matmul ``[Y | 1] X`` per chunk of dates (a row
-  of ones below the targets), ``sq = X^2 1`` / ``Y^2 1`` (squares of every column, ``vecdot``)
-  and ``sy = Y 1``;
+* ``sxy = Y X``, ``sx = 1 X`` and ``sy = Y 1`` by one batched matmul ``[1 | Y] [X | 1]`` per
+  chunk of dates (float64, a row of ones between the features and the targets), ``sq = X^2 1``
+  / ``Y^2 1`` (squares of every column, ``vecdot``);
 * restricted to the pairs by sparse corrections, taken at the missing cells only (``bincount``
   by date and feature): where target t is missing, the feature values (``csx``, ``csxx``);
   where feature f is missing, the target values (``csy``, ``csyy``) and whether t is missing
@@ -57,8 +59,7 @@ class Moments:
     def __init__(self, nf: int, nt: int, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.nf, self.nt, self.nb = nf, nt, nf + nt
         self.chunk_bytes = chunk_bytes
-        self.n = 0  # dates with room
-        self.shift = np.zeros((0, self.nb))  # [G, B] NaN: not set yet
+        self.shift_of = np.zeros((0, self.nb))  # [G, B] NaN: not set yet
         self.rows = np.zeros(0, np.int64)  # [G]
         self.miss = np.zeros((0, self.nb), np.int64)  # [G, B]
         self.sq = np.zeros((0, self.nb))  # [G, B] squares
@@ -68,55 +69,57 @@ class Moments:
 
     def reserve(self, n: int) -> None:
         """Room for date ids ``0..n-1`` (call before ``add``, which may run on several threads)."""
-        if n <= self.shift.shape[0]:
+        if n <= self.shift_of.shape[0]:
             return
-        cap = max(n, 2 * self.shift.shape[0], 64)
+        cap = max(n, 2 * self.shift_of.shape[0], 64)
 
         def grown(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
             out = np.full((cap, *a.shape[1:]), fill, a.dtype)
             out[: a.shape[0]] = a
             return out
 
-        self.shift = grown(self.shift, np.nan)
+        self.shift_of = grown(self.shift_of, np.nan)
         self.rows, self.miss, self.sq, self.sx, self.sy = (grown(a) for a in (self.rows, self.miss, self.sq,
                                                                                self.sx, self.sy))
         self.ft = {k: grown(v) for k, v in self.ft.items()}
 
-    def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, lo: np.ndarray,
-            cells: list[np.ndarray], pad: np.ndarray | None) -> None:
-        """Fold one batch in. ``grid`` is overwritten (its missing cells get their shift).
-
-        Args:
-            grid: the batch, date-major, NaN where missing or padding.
-            gl: date id of each grid date; rows: real rows per grid date.
-            lo: per (grid date, column) minimum of the present values (NaN: none).
-            cells: per column, its missing cells (not padding), flat ``d * S + s``, sorted.
-            pad: ``[D * S]`` True at padding, or None.
+    def shift(self, gl: np.ndarray, j: int, lo: np.ndarray) -> np.ndarray:
+        """Column ``j``'s shift on the dates ``gl``: fixed at its first finite minimum ``lo``
+        (0 while none is met: every value so far missing, nothing to shift).
 
         Shapes:
-            grid ``[D, B, S]`` float32, gl / rows ``[D]``, lo ``[D, B]``, cells B x ``[q_j]``.
+            gl / lo ``[D]`` -> ``[D]`` float64.
         """
-        nd, nb, s = grid.shape
-        nf = self.nf
-        if not nd:
-            return
-        cur = self.shift[gl]  # [D, B]
+        cur = self.shift_of[gl, j]
         fresh = np.isnan(cur) & np.isfinite(lo)
         cur[fresh] = lo[fresh]
-        self.shift[gl] = cur
-        c = np.where(np.isnan(cur), 0.0, cur)  # no finite value met yet: nothing to shift
-        yn = np.subtract(grid[:, nf:].transpose(1, 0, 2), c.T[nf:, :, None])  # [T, D, S] shifted, NaN missing
-        flat = grid.reshape(-1)
-        for j, p in enumerate(cells):  # missing cells := shift (exact zeros once shifted)
-            flat[(p // s) * (nb * s) + j * s + p % s] = c[p // s, j]
-        if pad is not None and pad.any():
-            d, sl = np.divmod(np.flatnonzero(pad), s)
-            grid[d, :, sl] = c[d].astype(np.float32)
+        self.shift_of[gl, j] = cur
+        return np.where(np.isnan(cur), 0.0, cur)
+
+    def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, c: np.ndarray,
+            cells: list[np.ndarray], yn: np.ndarray) -> None:
+        """Fold one batch (or a chunk of its dates) in.
+
+        Args:
+            grid: the values, date-major, missing cells and padding set to their shift ``c``
+                (``shift``), i.e. exact zeros once shifted.
+            gl: date id of each grid date; rows: real rows per grid date.
+            cells: per column, its missing cells (not padding), flat ``d * S + s``; the
+                targets' sorted (date-major).
+            yn: the shifted targets, NaN where missing.
+
+        Shapes:
+            grid ``[D, B, S]`` float32, gl / rows ``[D]``, c ``[D, B]``, cells B x ``[q_j]``,
+            yn ``[T, D * S]``.
+        """
+        nd, nb, s = grid.shape
+        if not nd:
+            return
         self.rows[gl] += rows
         self.miss[gl] += np.stack([np.bincount(p // s, minlength=nd) for p in cells], 1)
         sx, sq = self._products(grid, gl, c)
-        self._target_missing(grid, gl, c, rows, cells[nf:], sx, sq)
-        self._feature_missing(yn.reshape(self.nt, -1), gl, cells[:nf])
+        self._target_missing(grid, gl, c, rows, cells[self.nf:], sx, sq)
+        self._feature_missing(yn, gl, cells[:self.nf])
 
     def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[1 | Y] [X | 1]`` by batched matmuls and the squares, over chunks of dates in float64;
@@ -193,7 +196,7 @@ class Moments:
         Shapes:
             -> ``[F, T]`` float64, NaN where no date has a correlation.
         """
-        g = min(n_dates, self.shift.shape[0])
+        g = min(n_dates, self.shift_of.shape[0])
         if not g:
             return np.full((self.nf, self.nt), np.nan)
         nf, ft = self.nf, {k: v[:g] for k, v in self.ft.items()}  # [G, T, F]
