@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atft.data.batches import Layout, scratch
+from atft.data.batches import Layout, Scratch
 from atft.data.moments import Moments
 
 GRID_BYTES = 64 * 2**20  # at most this float32 grid per chunk of dates
@@ -38,14 +38,15 @@ class BlockSums:
 
 
 def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], sums: BlockSums,
-               moments: Moments | None, pool: Executor | None, grid_bytes: int = GRID_BYTES,
-               want_rows: list[bool] | None = None) -> list[np.ndarray]:
+               moments: Moments | None, scratch: Scratch, pool: Executor | None = None,
+               grid_bytes: int = GRID_BYTES, want_rows: list[bool] | None = None) -> list[np.ndarray]:
     """Fold one batch's block in; returns the missing rows (batch row numbers) of the columns
     in ``want_rows`` (others: empty).
 
     Args:
         lay: the batch's layout; gl: date id of each grid date; rows: rows per grid date.
-        cols: the block columns (float32, NaN where missing); pool: runs the chunks (None: here).
+        cols: the block columns (float32, NaN where missing); scratch: the pass's buffers;
+        pool: runs the chunks (None: here).
 
     Shapes:
         gl / rows ``[D]``, cols B x ``[R]`` -> B x ``[q_j]``.
@@ -57,14 +58,14 @@ def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndar
     want = want_rows if want_rows is not None else [True] * nb
 
     def run(span: tuple[int, int]) -> list[np.ndarray]:
-        return _fold_chunk(lay, gl, rows, cols, sums, moments, want, *span)
+        return _fold_chunk(lay, gl, rows, cols, sums, moments, scratch, want, *span)
 
     parts = list(pool.map(run, spans)) if pool is not None and len(spans) > 1 else [run(sp) for sp in spans]
     return [np.concatenate([p[j] for p in parts]) for j in range(nb)]
 
 
 def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], sums: BlockSums,
-                moments: Moments | None, want: list[bool], d0: int, d1: int) -> list[np.ndarray]:
+                moments: Moments | None, scratch: Scratch, want: list[bool], d0: int, d1: int) -> list[np.ndarray]:
     """Grid dates ``d0:d1`` of every block column (module docstring). Missing cells are flat
     grid positions ``d * S + s``; the targets' (the last columns) sorted, i.e. date-major. With
     the moments, each column's missing cells and padding get its shift before the grid copy."""
@@ -90,7 +91,7 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
         else:  # [k, S] grid rows (padding NaN); a copy when the moments fill it
             v = lay.grid(col, d0, d1)
             if moments is not None:
-                v = _copied(v)
+                v = _copied(v, scratch)
             nan = np.flatnonzero(np.isnan(v))  # d * S + s, padding included
             nan_date = nan // s
             cells.append(nan[~pad[nan]] if pad is not None else nan)
@@ -109,11 +110,11 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
     sums.lo[g] = np.fmin(sums.lo[g], lo.T)
     sums.hi[g] = np.fmax(sums.hi[g], hi.T)
     if moments is not None:
-        moments.add(grid, g, rows[d0:d1], c, cells, yn)
+        moments.add(grid, g, rows[d0:d1], c, cells, yn, scratch)
     return [lay.rows(cell, d0) if w else cell[:0] for cell, w in zip(cells, want, strict=True)]
 
 
-def _copied(v: np.ndarray) -> np.ndarray:
+def _copied(v: np.ndarray, scratch: Scratch) -> np.ndarray:
     """``v`` copied into this thread's scratch (so that it can be filled in)."""
     out = scratch("col", v.size).reshape(v.shape)
     np.copyto(out, v)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from atft.data.batches import DateIds, int_key, layout_of, physical_keys
+from atft.data.batches import DateIds, Scratch, int_key, layout_of, physical_keys
 from atft.data.block import GRID_BYTES, BlockSums, fold_block
 from atft.data.moments import CHUNK_BYTES, Moments
 from atft.data.stockdates import StockDates
@@ -74,6 +74,7 @@ class Fold:
         self.stock_rows = np.zeros(0, np.int64)  # [N] per code (per_stock), kept dates only
         self.stock_miss = np.zeros((0, self.nf), np.int64)  # [N, F]
         self._skip = np.zeros(0, bool)  # per date id: left out of the per-code counts
+        self.scratch = Scratch()
 
     def query(self, lf: pl.LazyFrame) -> pl.LazyFrame:
         """The columns one pass reads (module docstring)."""
@@ -117,7 +118,7 @@ class Fold:
                 self.moments.reserve(self.dates.n)
             want = [self.plan.per_stock or j >= self.nf for j in range(self.nb)]  # codes: target rows
             nan_rows = fold_block(lay, gl, cnt[gl], cols, BlockSums(self.miss, self.inf, self.lo, self.hi),
-                                  self.moments, self.pool, self.grid_bytes, want)
+                                  self.moments, self.scratch, self.pool, self.grid_bytes, want)
         code = self._codes(b, g, nan_rows) if self.plan.code is not None else None
         if self.plan.exact:
             self.exact.append(self._exact_aggs(b, g))

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from atft.data.batches import scratch
+from atft.data.batches import Scratch
 
 MIN_CORR_PAIRS = 3  # fewer (feature, target) pairs on a date: no correlation that day
 CHUNK_BYTES = 4 * 2**20  # one float64 chunk of dates of the grid (stays in cache)
@@ -90,14 +90,16 @@ class Moments:
         Shapes:
             gl / lo ``[D]`` -> ``[D]`` float64.
         """
-        cur = self.shift_of[gl, j]
+        ix = _index(gl)
+        cur = self.shift_of[ix, j]  # a view when the dates are consecutive
         fresh = np.isnan(cur) & np.isfinite(lo)
-        cur[fresh] = lo[fresh]
-        self.shift_of[gl, j] = cur
+        if fresh.any():
+            cur[fresh] = lo[fresh]
+            self.shift_of[ix, j] = cur
         return np.where(np.isnan(cur), 0.0, cur)
 
     def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, c: np.ndarray,
-            cells: list[np.ndarray], yn: np.ndarray) -> None:
+            cells: list[np.ndarray], yn: np.ndarray, scratch: Scratch) -> None:
         """Fold one batch (or a chunk of its dates) in.
 
         Args:
@@ -106,7 +108,7 @@ class Moments:
             gl: date id of each grid date; rows: real rows per grid date.
             cells: per column, its missing cells (not padding), flat ``d * S + s``; the
                 targets' sorted (date-major).
-            yn: the shifted targets, NaN where missing.
+            yn: the shifted targets, NaN where missing; scratch: the pass's buffers.
 
         Shapes:
             grid ``[D, B, S]`` float32, gl / rows ``[D]``, c ``[D, B]``, cells B x ``[q_j]``,
@@ -115,13 +117,15 @@ class Moments:
         nd, nb, s = grid.shape
         if not nd:
             return
-        self.rows[gl] += rows
-        self.miss[gl] += np.stack([np.bincount(p // s, minlength=nd) for p in cells], 1)
-        sx, sq = self._products(grid, gl, c)
+        ix = _index(gl)
+        self.rows[ix] += rows
+        self.miss[ix] += np.stack([np.bincount(p // s, minlength=nd) for p in cells], 1)
+        sx, sq = self._products(grid, gl, c, scratch)
         self._target_missing(grid, gl, c, rows, cells[self.nf:], sx, sq)
         self._feature_missing(yn, gl, cells[:self.nf])
 
-    def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray,
+                  scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
         """``[1 | Y] [X | 1]`` by batched matmuls and the squares, over chunks of dates in float64;
         returns this batch's feature sums ``[D, F]`` and squares ``[D, B]``."""
         nd, nb, s = grid.shape
