@@ -117,8 +117,8 @@ S._finish = timed("finish (tail, medians)", S._finish)
 batches = S.read_batches
 
 
-def waited(query, ranges):
-    it = batches(query, ranges)
+def waited(*args):
+    it = batches(*args)
     while True:
         t0 = time.perf_counter()
         batch = next(it, None)
@@ -148,7 +148,7 @@ t0 = time.perf_counter()
 values = 0
 buf = None
 copy = 0.0
-for b in read_batches(query, ranges):
+for b in read_batches(query, ranges, "in-memory"):
     for j in range(fold.nb):
         x = b.get_column(f"_b{j}").to_numpy()
         if buf is None or buf.size < x.size:
