@@ -296,15 +296,16 @@ def test_one_pass_date_stats_other_date_dtypes(date_dtype: pl.DataType) -> None:
     assert_frame_equal(got, polars_date_stats(df, cfg).select(got.columns))
 
 
-@pytest.mark.parametrize("batch_rows", [None, 45])
+@pytest.mark.parametrize(("batch_rows", "grid_bytes"), [(None, 2**23), (45, 2**23), (None, 1)])
 @pytest.mark.parametrize("order", sorted(ORDERS))
-def test_one_pass_target_stats_equal_the_legit_tail_group_by(order: str, batch_rows: int | None) -> None:
+def test_one_pass_target_stats_equal_the_legit_tail_group_by(order: str, batch_rows: int | None,
+                                                             grid_bytes: int) -> None:
     from polars.testing import assert_frame_equal
 
     from atft.data.stats import build_stats
 
     cfg, df = _messy_cfg(), ORDERS[order](messy_panel())
-    s = build_stats(df.lazy(), cfg, {"targets"}, batch_rows=batch_rows)
+    s = build_stats(df.lazy(), cfg, {"targets"}, batch_rows=batch_rows, grid_bytes=grid_bytes, workers=2)
     assert s.targets == ("feat_ret_1d", "feat_ret_5d")
     got = s.per_date.select("Date", *(f"{k}:{t}" for t in s.targets for k in ("tm", "te")))
     assert_frame_equal(got, polars_tail_counts(df, cfg).select(got.columns), check_dtypes=False)
@@ -455,6 +456,8 @@ def test_run_checks_measures_once_and_checks_read_the_stats(monkeypatch: pytest.
     assert [str(r) for r in data.run_checks(s, _messy_cfg())] == [str(r) for rs in by_name.values() for r in rs]
     with pytest.raises(ValueError, match="built without 'leak'"):
         data.check_leakage(build(messy_panel(), _messy_cfg(), {"rows"}), _messy_cfg())
+    with pytest.raises(ValueError, match=r"unknown parts \['rowz'\]"):
+        build(messy_panel(), _messy_cfg(), {"rowz"})
 
 
 def test_per_stock_counts_equal_the_polars_group_by() -> None:

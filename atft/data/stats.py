@@ -49,8 +49,8 @@ from atft.data.moments import CHUNK_BYTES, MIN_CORR_PAIRS
 from atft.data.schema import legit_tail, missing, selection_problems, target_columns
 from atft.horizons import Horizons
 
-__all__ = ["BATCH_BYTES", "CHUNK_BYTES", "ENGINE", "GRID_BYTES", "MIN_CORR_PAIRS", "WORKERS", "PARTS", "DatasetStats", "build_stats",
-           "leakage_medians", "plan_for"]
+__all__ = ["BATCH_BYTES", "CHUNK_BYTES", "ENGINE", "GRID_BYTES", "MIN_CORR_PAIRS", "PARTS", "WORKERS",
+           "DatasetStats", "build_stats", "leakage_medians", "plan_for"]
 
 PARTS = frozenset({"rows", "targets", "ret", "leak"})  # what build_stats can measure
 BATCH_BYTES = 64 * 2**20  # values per batch (two batches are in memory at a time)
