@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atft.data.batches import Layout, Scratch
-from atft.data.moments import Moments
+from atft.data.moments import Moments, date_index
 
 GRID_BYTES = 64 * 2**20  # at most this float32 grid per chunk of dates
 
@@ -75,7 +75,8 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
     lo, hi = np.empty((nb, k), np.float32), np.empty((nb, k), np.float32)
     pad = lay.pad[d0 * s:d1 * s] if lay.pad is not None else None
     if moments is not None:
-        grid = scratch("grid", k * nb * s).reshape(k, nb, s)
+        ix = date_index(g)
+        grid = scratch("grid", nb * k * s).reshape(nb, k, s)  # column-major: each column's [k, S] contiguous
         yn = np.empty((nb - nf, k * s))  # shifted targets, NaN where missing
         c = np.empty((k, nb))
     cells: list[np.ndarray] = []
@@ -99,11 +100,11 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
         np.fmin.reduce(v, axis=axis, out=lo[j])
         np.fmax.reduce(v, axis=axis, out=hi[j])
         if moments is not None:
-            c[:, j] = cj = moments.shift(g, j, lo[j])
+            c[:, j] = cj = moments.shift(ix, j, lo[j])
             if j >= nf:
                 np.subtract(by_date, cj[:, None], out=yn[j - nf].reshape(k, s))
             v.reshape(-1)[nan] = cj[nan_date]  # missing cells and padding := the shift (0 once shifted)
-            np.copyto(grid[:, j], by_date)  # the slot layout's transpose
+            np.copyto(grid[j], by_date)  # the slot layout's transpose (into contiguous rows: 1.5x faster)
     for j in np.flatnonzero((np.isinf(lo) | np.isinf(hi)).any(axis=1)):  # +-inf: count them (rare)
         sums.inf[g, j] += np.isinf(lay.grid(cols[j], d0, d1)).sum(axis=1)
     sums.miss[g] += np.stack([np.bincount(cell // s, minlength=k) for cell in cells], 1)

@@ -3,8 +3,8 @@
 The figure (``atft.data.stats``): per date, Pearson(feature, target) over the rows where both
 exist (``MIN_CORR_PAIRS`` pairs at least, none on a date with +-inf in either column), then the
 median over dates of its absolute value. ``Moments.add`` folds one batch (or a chunk of its
-dates), given as a date-major float32 grid ``[D, B, S]`` (D dates, B = F features then T
-targets, S slots) whose missing cells hold their shift (``Moments.shift``, set by
+dates), given as a float32 grid ``[B, D, S]`` (B = F features then T targets, D dates, S
+slots; each column date-major) whose missing cells hold their shift (``Moments.shift``, set by
 ``atft.data.block`` while a column is in the cache), into additive per-date sums;
 ``Moments.medians`` turns them into the ``[F, T]`` figures.
 
@@ -32,7 +32,7 @@ Why these equal per-date ``pl.corr`` to ~1e-12 however the rows are batched:
 * missing cells are set to their shift, i.e. exact zeros once shifted;
 * a +-inf value makes the sums of its (date, column) non-finite: no correlation there.
 
-Memory: the grid (one batch as float32), one chunk of ``chunk_bytes`` float64, the corrections'
+Memory: the grid (one batch, or one worker's chunk of its dates, as float32), one chunk of ``chunk_bytes`` float64, the corrections'
 gathers (the missing cells) and eleven per-date arrays, six of them ``[G, F, T]`` float64
 (2,000 dates x 4 targets x 96 features: 37 MB).
 """
@@ -44,7 +44,7 @@ import numpy as np
 from atft.data.batches import Scratch
 
 MIN_CORR_PAIRS = 3  # fewer (feature, target) pairs on a date: no correlation that day
-CHUNK_BYTES = 4 * 2**20  # one float64 chunk of dates of the grid (stays in cache)
+CHUNK_BYTES = 2 * 2**20  # one float64 chunk of dates of the grid (stays in the cache; 1-8 MiB measured)
 
 _FT = ("sxy", "csx", "csxx", "csy", "csyy", "both")  # [G, T, F] sums
 
@@ -83,14 +83,13 @@ class Moments:
                                                                                self.sx, self.sy))
         self.ft = {k: grown(v) for k, v in self.ft.items()}
 
-    def shift(self, gl: np.ndarray, j: int, lo: np.ndarray) -> np.ndarray:
-        """Column ``j``'s shift on the dates ``gl``: fixed at its first finite minimum ``lo``
-        (0 while none is met: every value so far missing, nothing to shift).
+    def shift(self, ix: np.ndarray | slice, j: int, lo: np.ndarray) -> np.ndarray:
+        """Column ``j``'s shift on the dates ``ix`` (``date_index``): fixed at its first finite
+        minimum ``lo`` (0 while none is met: every value so far missing, nothing to shift).
 
         Shapes:
-            gl / lo ``[D]`` -> ``[D]`` float64.
+            ix / lo ``[D]`` -> ``[D]`` float64.
         """
-        ix = _index(gl)
         cur = self.shift_of[ix, j]  # a view when the dates are consecutive
         fresh = np.isnan(cur) & np.isfinite(lo)
         if fresh.any():
@@ -103,77 +102,81 @@ class Moments:
         """Fold one batch (or a chunk of its dates) in.
 
         Args:
-            grid: the values, date-major, missing cells and padding set to their shift ``c``
-                (``shift``), i.e. exact zeros once shifted.
+            grid: the values, per column date-major, missing cells and padding set to their
+                shift ``c`` (``shift``), i.e. exact zeros once shifted.
             gl: date id of each grid date; rows: real rows per grid date.
             cells: per column, its missing cells (not padding), flat ``d * S + s``; the
                 targets' sorted (date-major).
             yn: the shifted targets, NaN where missing; scratch: the pass's buffers.
 
         Shapes:
-            grid ``[D, B, S]`` float32, gl / rows ``[D]``, c ``[D, B]``, cells B x ``[q_j]``,
+            grid ``[B, D, S]`` float32, gl / rows ``[D]``, c ``[D, B]``, cells B x ``[q_j]``,
             yn ``[T, D * S]``.
         """
-        nd, nb, s = grid.shape
+        nb, nd, s = grid.shape
         if not nd:
             return
-        ix = _index(gl)
+        ix, nf = date_index(gl), self.nf
         self.rows[ix] += rows
         self.miss[ix] += np.stack([np.bincount(p // s, minlength=nd) for p in cells], 1)
-        sx, sq = self._products(grid, gl, c, scratch)
-        self._target_missing(grid, gl, c, rows, cells[self.nf:], sx, sq)
-        self._feature_missing(yn, gl, cells[:self.nf])
+        whole = [np.bincount(p // s, minlength=nd) == rows for p in cells[nf:]]  # [D] t missing on every row
+        sparse = [p[~w[p // s]] for p, w in zip(cells[nf:], whole, strict=True)]
+        sx, sq = self._products(grid, gl, c, sparse, scratch)
+        for t, w in enumerate(whole):  # a legitimate tail: the pairs lose the date's whole sums
+            if w.any():
+                self.ft["csx"][gl[w], t] += sx[w]
+                self.ft["csxx"][gl[w], t] += sq[w, :nf]
+        self._feature_missing(yn, gl, cells[:nf])
 
-    def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray,
+    def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray, tcells: list[np.ndarray],
                   scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
-        """``[1 | Y] [X | 1]`` by batched matmuls and the squares, over chunks of dates in float64;
-        returns this batch's feature sums ``[D, F]`` and squares ``[D, B]``."""
-        nd, nb, s = grid.shape
+        """``[1 | Y] [X | 1]`` by batched matmuls and the squares, over chunks of dates in float64
+        (in the cache: the feature values where a target is missing are taken there,
+        ``_target_missing``); returns this batch's feature sums ``[D, F]`` and squares ``[D, B]``."""
+        nb, nd, s = grid.shape
         nf, nt = self.nf, self.nt
         step = max(1, self.chunk_bytes // (8 * (nb + 1) * s))
         blk = scratch("products", step * (nb + 1) * s, np.float64).reshape(step, nb + 1, s)
         blk[:, nf] = 1.0
         prod = np.empty((nd, nt + 1, nf + 1))
         sq = np.empty((nd, nb + 1))
-        for d0 in range(0, nd, step):
+        bounds = [np.searchsorted(p, np.arange(0, nd + step, step) * s) for p in tcells]
+        taken: list[list[np.ndarray]] = [[] for _ in tcells]
+        for i, d0 in enumerate(range(0, nd, step)):
             d1 = min(nd, d0 + step)
             b = blk[: d1 - d0]  # [k, F + 1 + T, S]: shifted features, a row of ones, shifted targets
-            for src, dst, cs in ((grid[d0:d1, :nf], b[:, :nf], c[d0:d1, :nf, None]),
-                                 (grid[d0:d1, nf:], b[:, nf + 1:], c[d0:d1, nf:, None])):
-                np.copyto(dst, src)  # float32 -> float64, then the exact shift
+            for src, dst, cs in ((grid[:nf, d0:d1], b[:, :nf], c[d0:d1, :nf, None]),
+                                 (grid[nf:, d0:d1], b[:, nf + 1:], c[d0:d1, nf:, None])):
+                np.copyto(dst, src.transpose(1, 0, 2))  # float32 -> float64 date-major, then the exact shift
                 np.subtract(dst, cs, out=dst)
             np.matmul(b[:, nf:], b[:, : nf + 1].transpose(0, 2, 1), out=prod[d0:d1])  # [k, 1 + T, F + 1]
             np.vecdot(b, b, out=sq[d0:d1])  # [k, F + 1 + T]
-        ix = _index(gl)
+            for t, p in enumerate(tcells):
+                q = p[bounds[t][i]:bounds[t][i + 1]]
+                if q.size:
+                    taken[t].append(b[q // s - d0, :nf, q % s])  # [q, F] shifted feature values
+        ix = date_index(gl)
         self.ft["sxy"][ix] += prod[:, 1:, :nf]
         self.sx[ix] += prod[:, 0, :nf]
         self.sy[ix] += prod[:, 1:, nf]
         sq = np.delete(sq, nf, axis=1)  # [D, B]
         self.sq[ix] += sq
+        for t, p in enumerate(tcells):
+            if taken[t]:
+                self._target_missing(gl, t, p // s, np.concatenate(taken[t]))
         return prod[:, 0, :nf], sq
 
-    def _target_missing(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray, rows: np.ndarray,
-                        cells: list[np.ndarray], sx: np.ndarray, sq: np.ndarray) -> None:
-        """Where target t is missing, the features' pairs lose x and x^2 (``csx``, ``csxx``): the
-        gathered feature values summed over each date's run of cells; where t is missing on
-        every row of a date in this batch (a legitimate tail), the batch's ``sx`` / ``sq`` of
-        that date (no gather)."""
-        nd, nb, s = grid.shape
-        nf, flat, ft, fs = self.nf, grid.reshape(-1), self.ft, np.arange(self.nf) * s
-        for t, p in enumerate(cells):
-            whole = np.bincount(p // s, minlength=nd) == rows  # [D] t missing on every row
-            if whole.any():
-                ft["csx"][gl[whole], t] += sx[whole]
-                ft["csxx"][gl[whole], t] += sq[whole, :nf]
-                p = p[~whole[p // s]]
-            if not p.size:
-                continue
-            d, sl = np.divmod(p, s)
-            x = flat[(d * (nb * s) + sl)[:, None] + fs] - c[d, :nf]  # [q, F] shifted
-            starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])  # runs of one date (cells are sorted)
-            g = gl[d[starts]]
-            ft["csx"][g, t] += np.add.reduceat(x, starts, axis=0)
-            ft["csxx"][g, t] += np.add.reduceat(x * x, starts, axis=0)
+    def _target_missing(self, gl: np.ndarray, t: int, d: np.ndarray, x: np.ndarray) -> None:
+        """Where target t is missing (not a whole date), the features' pairs lose x and x^2
+        (``csx``, ``csxx``): the feature values ``x`` summed over each date's run of cells.
+
+        Shapes:
+            d ``[q]`` grid date of each cell (sorted), x ``[q, F]``.
+        """
+        starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+        g = gl[d[starts]]
+        self.ft["csx"][g, t] += np.add.reduceat(x, starts, axis=0)
+        self.ft["csxx"][g, t] += np.add.reduceat(x * x, starts, axis=0)
 
     def _feature_missing(self, yn: np.ndarray, gl: np.ndarray, cells: list[np.ndarray]) -> None:
         """Where feature f is missing, its pairs lose y and y^2 (``csy``, ``csyy``) of every target;
@@ -184,7 +187,7 @@ class Moments:
             return
         nd, nf = gl.size, self.nf
         key = p // (yn.shape[1] // nd) * nf + np.repeat(np.arange(nf), [q.size for q in cells])  # (date, feature)
-        ix, ft, size = _index(gl), self.ft, nd * nf
+        ix, ft, size = date_index(gl), self.ft, nd * nf
         for t in range(self.nt):
             y = yn[t][p]
             miss = np.isnan(y)
@@ -211,7 +214,7 @@ class Moments:
         return nan_median(np.abs(rho), axis=0).T
 
 
-def _index(ids: np.ndarray) -> np.ndarray | slice:
+def date_index(ids: np.ndarray) -> np.ndarray | slice:
     """``ids`` as a slice when they are consecutive (a view instead of a gather / scatter)."""
     if ids.size and ids[-1] - ids[0] == ids.size - 1 and (ids.size < 2 or (np.diff(ids) == 1).all()):
         return slice(int(ids[0]), int(ids[-1]) + 1)
