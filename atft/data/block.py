@@ -38,7 +38,7 @@ class BlockSums:
 
 
 def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndarray], sums: BlockSums,
-               moments: Moments | None, scratch: Scratch, pool: Executor | None = None,
+               moments: Moments | None, scratch: Scratch, pool: Executor | None = None, workers: int = 1,
                grid_bytes: int = GRID_BYTES, want_rows: list[bool] | None = None) -> list[np.ndarray]:
     """Fold one batch's block in; returns the missing rows (batch row numbers) of the columns
     in ``want_rows`` (others: empty).
@@ -46,14 +46,13 @@ def fold_block(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.ndar
     Args:
         lay: the batch's layout; gl: date id of each grid date; rows: rows per grid date.
         cols: the block columns (float32, NaN where missing); scratch: the pass's buffers;
-        pool: runs the chunks (None: here).
+        pool: runs the chunks (None: here) on ``workers`` threads.
 
     Shapes:
         gl / rows ``[D]``, cols B x ``[R]`` -> B x ``[q_j]``.
     """
     nd, s, nb = gl.size, lay.slots, len(cols)
-    workers = getattr(pool, "_max_workers", 1) if pool is not None else 1
-    step = max(1, min(-(-nd // workers), grid_bytes // (4 * nb * max(s, 1))))  # one chunk per worker at least
+    step = max(1, min(-(-nd // max(workers, 1)), grid_bytes // (4 * nb * max(s, 1))))  # a chunk per worker
     spans = [(d0, min(nd, d0 + step)) for d0 in range(0, nd, step)]
     want = want_rows if want_rows is not None else [True] * nb
 

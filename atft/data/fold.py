@@ -53,9 +53,9 @@ class Fold:
     (``dates``, in the order met) and grow by doubling."""
 
     def __init__(self, plan: Plan, schema: pl.Schema, chunk_bytes: int = CHUNK_BYTES,
-                 grid_bytes: int = GRID_BYTES, pool: Executor | None = None) -> None:
+                 grid_bytes: int = GRID_BYTES, pool: Executor | None = None, workers: int = 1) -> None:
         self.plan, self.schema = plan, schema
-        self.grid_bytes, self.pool = grid_bytes, pool  # chunks of dates of the block (atft.data.block)
+        self.grid_bytes, self.pool, self.workers = grid_bytes, pool, workers  # chunks of dates (atft.data.block)
         self.nf, self.nt = len(plan.feats), len(plan.targets)
         self.nb = self.nf + self.nt
         self.dates = DateIds()
@@ -118,7 +118,7 @@ class Fold:
                 self.moments.reserve(self.dates.n)
             want = [self.plan.per_stock or j >= self.nf for j in range(self.nb)]  # codes: target rows
             nan_rows = fold_block(lay, gl, cnt[gl], cols, BlockSums(self.miss, self.inf, self.lo, self.hi),
-                                  self.moments, self.scratch, self.pool, self.grid_bytes, want)
+                                  self.moments, self.scratch, self.pool, self.workers, self.grid_bytes, want)
         code = self._codes(b, g, nan_rows) if self.plan.code is not None else None
         if self.plan.exact:
             self.exact.append(self._exact_aggs(b, g))
