@@ -136,30 +136,31 @@ class Moments:
         nb, nd, s = grid.shape
         nf, nt = self.nf, self.nt
         step = max(1, self.chunk_bytes // (8 * (nb + 1) * s))
-        blk = scratch("products", step * (nb + 1) * s, np.float64).reshape(step, nb + 1, s)
-        blk[:, nf] = 1.0
         prod = np.empty((nd, nt + 1, nf + 1))
-        sq = np.empty((nd, nb + 1))
+        sq = np.empty((nb + 1, nd))
+        cb = c.T  # [B, D]
         bounds = [np.searchsorted(p, np.arange(0, nd + step, step) * s) for p in tcells]
         taken: list[list[np.ndarray]] = [[] for _ in tcells]
         for i, d0 in enumerate(range(0, nd, step)):
             d1 = min(nd, d0 + step)
-            b = blk[: d1 - d0]  # [k, F + 1 + T, S]: shifted features, a row of ones, shifted targets
-            for src, dst, cs in ((grid[:nf, d0:d1], b[:, :nf], c[d0:d1, :nf, None]),
-                                 (grid[nf:, d0:d1], b[:, nf + 1:], c[d0:d1, nf:, None])):
-                np.copyto(dst, src.transpose(1, 0, 2))  # float32 -> float64 date-major, then the exact shift
+            # [F + 1 + T, k, S]: shifted features, a row of ones, shifted targets (each row date-major)
+            b = scratch("products", (nb + 1) * (d1 - d0) * s, np.float64).reshape(nb + 1, d1 - d0, s)
+            b[nf] = 1.0
+            for src, dst, cs in ((grid[:nf, d0:d1], b[:nf], cb[:nf, d0:d1, None]),
+                                 (grid[nf:, d0:d1], b[nf + 1:], cb[nf:, d0:d1, None])):
+                np.copyto(dst, src)  # float32 -> float64, then the exact shift
                 np.subtract(dst, cs, out=dst)
-            np.matmul(b[:, nf:], b[:, : nf + 1].transpose(0, 2, 1), out=prod[d0:d1])  # [k, 1 + T, F + 1]
-            np.vecdot(b, b, out=sq[d0:d1])  # [k, F + 1 + T]
+            np.matmul(b[nf:].transpose(1, 0, 2), b[: nf + 1].transpose(1, 2, 0), out=prod[d0:d1])  # [k, 1 + T, F + 1]
+            np.vecdot(b, b, out=sq[:, d0:d1])  # [F + 1 + T, k]
             for t, p in enumerate(tcells):
                 q = p[bounds[t][i]:bounds[t][i + 1]]
                 if q.size:
-                    taken[t].append(b[q // s - d0, :nf, q % s])  # [q, F] shifted feature values
+                    taken[t].append(b[:nf, q // s - d0, q % s].T)  # [q, F] shifted feature values
         ix = date_index(gl)
         self.ft["sxy"][ix] += prod[:, 1:, :nf]
         self.sx[ix] += prod[:, 0, :nf]
         self.sy[ix] += prod[:, 1:, nf]
-        sq = np.delete(sq, nf, axis=1)  # [D, B]
+        sq = np.delete(sq, nf, axis=0).T  # [D, B]
         self.sq[ix] += sq
         for t, p in enumerate(tcells):
             if taken[t]:
