@@ -67,7 +67,7 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
                 moments: Moments | None, scratch: Scratch, want: list[bool], d0: int, d1: int) -> list[np.ndarray]:
     """Grid dates ``d0:d1`` of every block column (module docstring). Missing cells are flat
     grid positions ``d * S + s``; the targets' (the last columns) sorted, i.e. date-major. With
-    the moments, each column's missing cells and padding get its shift before the grid copy."""
+    the moments, each column's missing cells and padding get its shift in the grid."""
     k, s, nb = d1 - d0, lay.slots, len(cols)
     nf = nb - (moments.nt if moments is not None else 0)
     g = gl[d0:d1]
@@ -80,30 +80,25 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
         c = np.empty((k, nb))
     cells: list[np.ndarray] = []
     for j, col in enumerate(cols):
-        if lay.kind == "slot":  # [S, k]: a compact copy of the strided slice, reduced over its rows
-            v = scratch("col", s * k).reshape(s, k)
-            np.copyto(v, col.reshape(s, lay.dates.size)[:, d0:d1])
-            nan = np.flatnonzero(np.isnan(v))  # s * k + d
-            sl, nan_date = np.divmod(nan, k)
+        if lay.kind == "slot":  # [S, k] strided view of the runs, reduced over its rows
+            v = col.reshape(s, lay.dates.size)[:, d0:d1]
+            sl, nan_date = np.divmod(np.flatnonzero(np.isnan(v)), k)
             cell = nan_date * s + sl
             cells.append(np.sort(cell) if j >= nf else cell)
             by_date, axis = v.T, 0  # [k, S]
-        else:  # [k, S] grid rows (padding NaN); a copy when the moments fill it
-            v = lay.grid(col, d0, d1)
-            if moments is not None:
-                v = _copied(v, scratch)
+        else:  # [k, S] grid rows (padding NaN)
+            by_date = v = lay.grid(col, d0, d1)
             nan = np.flatnonzero(np.isnan(v))  # d * S + s, padding included
-            nan_date = nan // s
             cells.append(nan[~pad[nan]] if pad is not None else nan)
-            by_date, axis = v, 1
+            cell, axis = nan, 1
         np.fmin.reduce(v, axis=axis, out=lo[j])
         np.fmax.reduce(v, axis=axis, out=hi[j])
         if moments is not None:
+            np.copyto(grid[j], by_date)  # the slot layout's transpose (into contiguous rows: 1.5x faster)
             c[:, j] = cj = moments.shift(ix, j, lo[j])
             if j >= nf:
-                np.subtract(by_date, cj[:, None], out=yn[j - nf].reshape(k, s))
-            v.reshape(-1)[nan] = cj[nan_date]  # missing cells and padding := the shift (0 once shifted)
-            np.copyto(grid[j], by_date)  # the slot layout's transpose (into contiguous rows: 1.5x faster)
+                np.subtract(grid[j], cj[:, None], out=yn[j - nf].reshape(k, s))
+            grid[j].reshape(-1)[cell] = cj[cell // s]  # missing cells and padding := the shift (0 once shifted)
     for j in np.flatnonzero((np.isinf(lo) | np.isinf(hi)).any(axis=1)):  # +-inf: count them (rare)
         sums.inf[g, j] += np.isinf(lay.grid(cols[j], d0, d1)).sum(axis=1)
     sums.miss[g] += np.stack([np.bincount(cell // s, minlength=k) for cell in cells], 1)
@@ -112,10 +107,3 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
     if moments is not None:
         moments.add(grid, g, rows[d0:d1], c, cells, yn, scratch)
     return [lay.rows(cell, d0) if w else cell[:0] for cell, w in zip(cells, want, strict=True)]
-
-
-def _copied(v: np.ndarray, scratch: Scratch) -> np.ndarray:
-    """``v`` copied into this thread's scratch (so that it can be filled in)."""
-    out = scratch("col", v.size).reshape(v.shape)
-    np.copyto(out, v)
-    return out
