@@ -78,32 +78,38 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
         grid = scratch("grid", nb * k * s).reshape(nb, k, s)  # column-major: each column's [k, S] contiguous
         yn = np.empty((nb - nf, k * s))  # shifted targets, NaN where missing
         c = np.empty((k, nb))
-    cells: list[np.ndarray] = []
+    cells: list[np.ndarray] = []  # per column: missing cells d * S + s (not padding)
+    dates: list[np.ndarray] = []  # their grid dates
+    at: list[np.ndarray] = []  # their positions in the column's natural order (yn's)
     for j, col in enumerate(cols):
         if lay.kind == "slot":  # [S, k] strided view of the runs, reduced over its rows
             v = col.reshape(s, lay.dates.size)[:, d0:d1]
-            sl, nan_date = np.divmod(np.flatnonzero(np.isnan(v)), k)
-            cell = nan_date * s + sl
-            cells.append(np.sort(cell) if j >= nf else cell)
+            pos = np.flatnonzero(np.isnan(v))  # s * k + d, sorted
+            sl, d = np.divmod(pos, k)
+            fill = cell = d * s + sl
             by_date, axis = v.T, 0  # [k, S]
         else:  # [k, S] grid rows (padding NaN)
             by_date = v = lay.grid(col, d0, d1)
-            nan = np.flatnonzero(np.isnan(v))  # d * S + s, padding included
-            cells.append(nan[~pad[nan]] if pad is not None else nan)
-            cell, axis = nan, 1
+            fill = np.flatnonzero(np.isnan(v))  # d * S + s, padding included
+            pos = cell = fill[~pad[fill]] if pad is not None else fill
+            d, axis = cell // s, 1
+        cells.append(np.sort(cell) if j >= nf and lay.kind == "slot" else cell)
+        dates.append(d)
+        at.append(pos)
         np.fmin.reduce(v, axis=axis, out=lo[j])
         np.fmax.reduce(v, axis=axis, out=hi[j])
         if moments is not None:
             np.copyto(grid[j], by_date)  # the slot layout's transpose (into contiguous rows: 1.5x faster)
             c[:, j] = cj = moments.shift(ix, j, lo[j])
-            if j >= nf:
-                np.subtract(grid[j], cj[:, None], out=yn[j - nf].reshape(k, s))
-            grid[j].reshape(-1)[cell] = cj[cell // s]  # missing cells and padding := the shift (0 once shifted)
+            if j >= nf:  # in the view's own order ([S, k] or [k, S])
+                np.subtract(v, cj[None, :] if axis == 0 else cj[:, None], out=yn[j - nf].reshape(v.shape))
+            grid[j].reshape(-1)[fill] = cj[fill // s]  # missing cells and padding := the shift (0 once shifted)
     for j in np.flatnonzero((np.isinf(lo) | np.isinf(hi)).any(axis=1)):  # +-inf: count them (rare)
         sums.inf[g, j] += np.isinf(lay.grid(cols[j], d0, d1)).sum(axis=1)
-    sums.miss[g] += np.stack([np.bincount(cell // s, minlength=k) for cell in cells], 1)
+    miss = np.stack([np.bincount(d, minlength=k) for d in dates], 1)  # [k, B]
+    sums.miss[g] += miss
     sums.lo[g] = np.fmin(sums.lo[g], lo.T)
     sums.hi[g] = np.fmax(sums.hi[g], hi.T)
     if moments is not None:
-        moments.add(grid, g, rows[d0:d1], c, cells, yn, scratch)
+        moments.add(grid, g, rows[d0:d1], c, miss, cells[nf:], at[:nf], dates[:nf], yn, scratch)
     return [lay.rows(cell, d0) if w else cell[:0] for cell, w in zip(cells, want, strict=True)]

@@ -97,36 +97,40 @@ class Moments:
             self.shift_of[ix, j] = cur
         return np.where(np.isnan(cur), 0.0, cur)
 
-    def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, c: np.ndarray,
-            cells: list[np.ndarray], yn: np.ndarray, scratch: Scratch) -> None:
+    def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, c: np.ndarray, miss: np.ndarray,
+            tcells: list[np.ndarray], fpos: list[np.ndarray], fdates: list[np.ndarray], yn: np.ndarray,
+            scratch: Scratch) -> None:
         """Fold one batch (or a chunk of its dates) in.
 
         Args:
             grid: the values, per column date-major, missing cells and padding set to their
                 shift ``c`` (``shift``), i.e. exact zeros once shifted.
-            gl: date id of each grid date; rows: real rows per grid date.
-            cells: per column, its missing cells (not padding), flat ``d * S + s``; the
-                targets' sorted (date-major).
-            yn: the shifted targets, NaN where missing; scratch: the pass's buffers.
+            gl: date id of each grid date; rows: real rows per grid date; miss: missing cells
+                per grid date and column.
+            tcells: per target, its missing cells, flat ``d * S + s``, sorted (date-major).
+            fpos, fdates: per feature, its missing cells as positions in ``yn``'s order and
+                their grid dates.
+            yn: the shifted targets, NaN where missing (each in one order, e.g. the slot
+                layout's ``[S, D]``); scratch: the pass's buffers.
 
         Shapes:
-            grid ``[B, D, S]`` float32, gl / rows ``[D]``, c ``[D, B]``, cells B x ``[q_j]``,
-            yn ``[T, D * S]``.
+            grid ``[B, D, S]`` float32, gl / rows ``[D]``, c / miss ``[D, B]``, tcells T x
+            ``[q_t]``, fpos / fdates F x ``[q_f]``, yn ``[T, D * S]``.
         """
         nb, nd, s = grid.shape
         if not nd:
             return
         ix, nf = date_index(gl), self.nf
         self.rows[ix] += rows
-        self.miss[ix] += np.stack([np.bincount(p // s, minlength=nd) for p in cells], 1)
-        whole = [np.bincount(p // s, minlength=nd) == rows for p in cells[nf:]]  # [D] t missing on every row
-        sparse = [p[~w[p // s]] for p, w in zip(cells[nf:], whole, strict=True)]
+        self.miss[ix] += miss
+        whole = miss[:, nf:].T == rows  # [T, D] target missing on every row of the date
+        sparse = [p[~w[p // s]] for p, w in zip(tcells, whole, strict=True)]
         sx, sq = self._products(grid, gl, c, sparse, scratch)
         for t, w in enumerate(whole):  # a legitimate tail: the pairs lose the date's whole sums
             if w.any():
                 self.ft["csx"][gl[w], t] += sx[w]
                 self.ft["csxx"][gl[w], t] += sq[w, :nf]
-        self._feature_missing(yn, gl, cells[:nf])
+        self._feature_missing(yn, gl, fpos, fdates)
 
     def _products(self, grid: np.ndarray, gl: np.ndarray, c: np.ndarray, tcells: list[np.ndarray],
                   scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
@@ -179,15 +183,17 @@ class Moments:
         self.ft["csx"][g, t] += np.add.reduceat(x, starts, axis=0)
         self.ft["csxx"][g, t] += np.add.reduceat(x * x, starts, axis=0)
 
-    def _feature_missing(self, yn: np.ndarray, gl: np.ndarray, cells: list[np.ndarray]) -> None:
+    def _feature_missing(self, yn: np.ndarray, gl: np.ndarray, fpos: list[np.ndarray],
+                         fdates: list[np.ndarray]) -> None:
         """Where feature f is missing, its pairs lose y and y^2 (``csy``, ``csyy``) of every target;
         ``both`` counts the cells where the target is missing too. Sums by (date, feature)
-        (``np.bincount``) of the shifted targets ``yn`` ``[T, D * S]`` (NaN where missing)."""
-        p = np.concatenate(cells)
+        (``np.bincount``) of the shifted targets ``yn`` (NaN where missing), gathered in
+        ``yn``'s own order (sequential reads)."""
+        p = np.concatenate(fpos)
         if not p.size:
             return
         nd, nf = gl.size, self.nf
-        key = p // (yn.shape[1] // nd) * nf + np.repeat(np.arange(nf), [q.size for q in cells])  # (date, feature)
+        key = np.concatenate(fdates) * nf + np.repeat(np.arange(nf), [q.size for q in fpos])  # (date, feature)
         ix, ft, size = date_index(gl), self.ft, nd * nf
         for t in range(self.nt):
             y = yn[t][p]
