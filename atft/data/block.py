@@ -3,11 +3,13 @@
 A batch's rows form a date-major grid (``atft.data.batches.Layout``). ``fold_block`` cuts its
 dates into one chunk per worker thread (at most ``grid_bytes`` of float32 each; smaller chunks
 measured slower: numpy's per-call cost outweighs the cache) and folds each chunk, column by
-column: a compact copy of the column's slice (the slot layout's slice is
-strided), its missing cells (``isnan``), min / max over the slots and +-inf counts by numpy
-reductions; with leakage on, the column is transposed into the chunk's grid ``[k, B, S]`` that
-``atft.data.moments.Moments.add`` then folds. Chunks touch distinct dates, so they run on a
-thread pool (numpy releases the GIL inside its loops; polars decodes the next batch meanwhile).
+column: its missing cells (``isnan``), min / max over the slots and +-inf counts by numpy
+reductions (the slot layout reduces its ``[S, k]`` runs, vectorized along the dates); with
+leakage on, the column is transposed into its contiguous ``[k, S]`` block of the chunk's grid
+``[B, k, S]``, its missing cells (and padding) get the column's shift there (``Moments.shift``)
+and ``atft.data.moments.Moments.add`` then folds the grid. Chunks touch distinct dates, so they
+run on a thread pool (numpy releases the GIL inside its loops; polars decodes the next batch
+meanwhile).
 """
 
 from __future__ import annotations
