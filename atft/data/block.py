@@ -3,11 +3,11 @@
 A batch's rows form a date-major grid (``atft.data.batches.Layout``). ``fold_block`` cuts its
 dates into one chunk per worker thread (at most ``grid_bytes`` of float32 each; smaller chunks
 measured slower: numpy's per-call cost outweighs the cache) and folds each chunk, column by
-column: its missing cells (``isnan``), min / max over the slots and +-inf counts by numpy
-reductions (the slot layout reduces its ``[S, k]`` runs, vectorized along the dates); with
-leakage on, the column is transposed into its contiguous ``[k, S]`` block of the chunk's grid
-``[B, k, S]``, its missing cells (and padding) get the column's shift there (``Moments.shift``)
-and ``atft.data.moments.Moments.add`` then folds the grid. Chunks touch distinct dates, so they
+column: min / max over the slots and +-inf counts by numpy reductions (the slot layout reduces
+its ``[S, k]`` runs, vectorized along the dates); with leakage on, the column is transposed
+into its contiguous ``[k, S]`` block of the chunk's grid ``[B, k, S]``, its missing cells
+(``isnan`` there: date-major, no sort) get the column's shift (``Moments.shift``), and
+``atft.data.moments.Moments.add`` then folds the grid. Chunks touch distinct dates, so they
 run on a thread pool (numpy releases the GIL inside its loops; polars decodes the next batch
 meanwhile).
 """
@@ -75,43 +75,39 @@ def _fold_chunk(lay: Layout, gl: np.ndarray, rows: np.ndarray, cols: list[np.nda
     g = gl[d0:d1]
     lo, hi = np.empty((nb, k), np.float32), np.empty((nb, k), np.float32)
     pad = lay.pad[d0 * s:d1 * s] if lay.pad is not None else None
+    ix = date_index(g)  # a slice when the dates are consecutive
     if moments is not None:
-        ix = date_index(g)
         grid = scratch("grid", nb * k * s).reshape(nb, k, s)  # column-major: each column's [k, S] contiguous
-        yn = np.empty((nb - nf, k * s))  # shifted targets, NaN where missing
+        yn = scratch("yn", (nb - nf) * k * s, np.float64).reshape(nb - nf, k * s)  # shifted targets, NaN missing
         c = np.empty((k, nb))
-    cells: list[np.ndarray] = []  # per column: missing cells d * S + s (not padding)
-    dates: list[np.ndarray] = []  # their grid dates
-    at: list[np.ndarray] = []  # their positions in the column's natural order (yn's)
+    cells: list[np.ndarray] = []  # per column: missing cells d * S + s (not padding), date-major
+    nan = scratch("nan", k * s, np.bool_).reshape(k, s)
     for j, col in enumerate(cols):
-        if lay.kind == "slot":  # [S, k] strided view of the runs, reduced over its rows
+        if lay.kind == "slot":  # [S, k] strided view of the runs, reduced along the dates
             v = col.reshape(s, lay.dates.size)[:, d0:d1]
-            pos = np.flatnonzero(np.isnan(v))  # s * k + d, sorted
-            sl, d = np.divmod(pos, k)
-            fill = cell = d * s + sl
             by_date, axis = v.T, 0  # [k, S]
         else:  # [k, S] grid rows (padding NaN)
             by_date = v = lay.grid(col, d0, d1)
-            fill = np.flatnonzero(np.isnan(v))  # d * S + s, padding included
-            pos = cell = fill[~pad[fill]] if pad is not None else fill
-            d, axis = cell // s, 1
-        cells.append(np.sort(cell) if j >= nf and lay.kind == "slot" else cell)
-        dates.append(d)
-        at.append(pos)
+            axis = 1
         np.fmin.reduce(v, axis=axis, out=lo[j])
         np.fmax.reduce(v, axis=axis, out=hi[j])
         if moments is not None:
             np.copyto(grid[j], by_date)  # the slot layout's transpose (into contiguous rows: 1.5x faster)
+            by_date = grid[j]
+        fill = np.flatnonzero(np.isnan(by_date, out=nan))  # d * S + s, padding included
+        cells.append(fill[~pad[fill]] if pad is not None else fill)
+        if moments is not None:
             c[:, j] = cj = moments.shift(ix, j, lo[j])
-            if j >= nf:  # in the view's own order ([S, k] or [k, S])
-                np.subtract(v, cj[None, :] if axis == 0 else cj[:, None], out=yn[j - nf].reshape(v.shape))
+            if j >= nf:
+                np.subtract(grid[j], cj[:, None], out=yn[j - nf].reshape(k, s))
             grid[j].reshape(-1)[fill] = cj[fill // s]  # missing cells and padding := the shift (0 once shifted)
     for j in np.flatnonzero((np.isinf(lo) | np.isinf(hi)).any(axis=1)):  # +-inf: count them (rare)
         sums.inf[g, j] += np.isinf(lay.grid(cols[j], d0, d1)).sum(axis=1)
+    dates = [cell // s for cell in cells]
     miss = np.stack([np.bincount(d, minlength=k) for d in dates], 1)  # [k, B]
-    sums.miss[g] += miss
-    sums.lo[g] = np.fmin(sums.lo[g], lo.T)
-    sums.hi[g] = np.fmax(sums.hi[g], hi.T)
+    sums.miss[ix] += miss
+    sums.lo[ix] = np.fmin(sums.lo[ix], lo.T)
+    sums.hi[ix] = np.fmax(sums.hi[ix], hi.T)
     if moments is not None:
-        moments.add(grid, g, rows[d0:d1], c, miss, cells[nf:], at[:nf], dates[:nf], yn, scratch)
+        moments.add(grid, g, rows[d0:d1], c, miss, cells[nf:], cells[:nf], dates[:nf], yn, scratch)
     return [lay.rows(cell, d0) if w else cell[:0] for cell, w in zip(cells, want, strict=True)]

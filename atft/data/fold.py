@@ -1,6 +1,6 @@
 """One batch at a time into additive per-date sums: the engine behind ``atft.data.stats.build_stats``.
 
-``Fold.query`` names what one pass reads (a date key ``_d``, the code ``_c`` as a Categorical,
+``Fold.query`` names what one pass reads (a date key ``_d``, the code ``_c`` as a string,
 the *block* ``_b{j}`` of features then targets as float32, the *exact* columns ``_e{j}`` on
 their own dtype, the 1-day target ``_r``); ``Fold.add`` folds one collected batch in:
 
@@ -84,7 +84,7 @@ class Fold:
             date = date.cast(pl.String).cast(pl.Categorical(self.date_cats))
         cols = [date.alias("_d")]
         if p.code is not None:
-            cols.append(pl.col(p.code).cast(pl.String).cast(pl.Categorical(self.code_cats)).alias("_c"))
+            cols.append(pl.col(p.code).cast(pl.String).alias("_c"))  # ids by runs (_codes)
         cols += [pl.col(c).cast(pl.Float32).alias(f"_b{j}") for j, c in enumerate(p.feats + p.targets)]
         cols += [pl.col(c).alias(f"_e{j}") for j, c in enumerate(p.exact)]
         if p.ret is not None:
@@ -130,11 +130,19 @@ class Fold:
             self._stock_counts(g, code, nan_rows)
 
     def _codes(self, b: pl.DataFrame, g: np.ndarray, nan_rows: list[np.ndarray]) -> np.ndarray:
-        """Code ids ``[R]`` (0: null code) of a batch; sets its (date, code) bits."""
-        k, null = physical_keys(b.get_column("_c"))
-        code = k + 1
+        """Code ids ``[R]`` (0: null code) of a batch; sets its (date, code) bits.
+
+        The code of each run of equal codes is looked up once (a Categorical of the pass), so
+        a (Code, Date)-sorted batch hashes one string per stock, not one per row.
+        """
+        codes = b.get_column("_c")
+        run = codes.rle_id().to_numpy()  # [R] run id, 0.. in row order (after the slice: no pushdown lost)
+        starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+        k, null = physical_keys(codes.gather(starts).cast(pl.Categorical(self.code_cats)))
+        ids = k + 1
         if null is not None:
-            code[null] = 0
+            ids[null] = 0
+        code = ids[run]
         assert self.stock_dates is not None
         self.stock_dates.add(g, code, nan_rows[self.nf:] if self.plan.horizons else [])
         return code

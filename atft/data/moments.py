@@ -108,10 +108,8 @@ class Moments:
             gl: date id of each grid date; rows: real rows per grid date; miss: missing cells
                 per grid date and column.
             tcells: per target, its missing cells, flat ``d * S + s``, sorted (date-major).
-            fpos, fdates: per feature, its missing cells as positions in ``yn``'s order and
-                their grid dates.
-            yn: the shifted targets, NaN where missing (each in one order, e.g. the slot
-                layout's ``[S, D]``); scratch: the pass's buffers.
+            fpos, fdates: per feature, its missing cells (flat ``d * S + s``) and their dates.
+            yn: the shifted targets, NaN where missing; scratch: the pass's buffers.
 
         Shapes:
             grid ``[B, D, S]`` float32, gl / rows ``[D]``, c / miss ``[D, B]``, tcells T x
@@ -188,7 +186,7 @@ class Moments:
         """Where feature f is missing, its pairs lose y and y^2 (``csy``, ``csyy``) of every target;
         ``both`` counts the cells where the target is missing too. Sums by (date, feature)
         (``np.bincount``) of the shifted targets ``yn`` (NaN where missing), gathered in
-        ``yn``'s own order (sequential reads)."""
+        date order (sequential reads)."""
         p = np.concatenate(fpos)
         if not p.size:
             return
