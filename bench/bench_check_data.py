@@ -233,7 +233,7 @@ def main() -> None:
     print(machine_line())
 
     BENCH_TMP.mkdir(parents=True, exist_ok=True)
-    path = Path(args.path) if args.path else BENCH_TMP / f"check_{stocks}x{dates}.parquet"
+    path = Path(args.path).resolve() if args.path else BENCH_TMP / f"check_{stocks}x{dates}.parquet"
     keep = args.keep or bool(args.path)
     try:
         if not path.exists():
@@ -256,17 +256,19 @@ def main() -> None:
             "atft check-data": [python(), "-m", "atft.cli", "check-data", str(path)],
         }
         envs: dict[str, dict[str, str]] = {}
-        if args.baseline:
+        cwds: dict[str, Path] = {}
+        if args.baseline:  # run from the baseline checkout: ``python -m`` puts the cwd first on sys.path
             name = f"atft check-data (baseline {args.baseline})"
             cmds[name] = cmds["atft check-data"]
             envs[name] = {"PYTHONPATH": str(Path(args.baseline).resolve())}
+            cwds[name] = Path(args.baseline).resolve()
         if not args.skip_pandas:
             cmds["pandas read_parquet().isna().mean()"] = [python(), "-c", PANDAS, str(path)]
         run_measured(cmds["floor (polars scan, one sum per column)"])  # page cache warm-up
         best: dict[str, tuple[float, int, float]] = {}
         for r in range(args.rounds):
             for name, cmd in cmds.items():
-                res = run_measured(cmd, env=envs.get(name), check=False)
+                res = run_measured(cmd, env=envs.get(name), cwd=cwds.get(name), check=False)
                 if res.returncode not in (0, 1):  # check-data exits 1 when a check fails
                     raise RuntimeError(f"{name} failed ({res.returncode}): {res.stderr[-2000:]}")
                 if name.startswith("atft check-data") and r == 0:
