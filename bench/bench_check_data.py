@@ -1,7 +1,8 @@
 """`atft check-data` on a multi-GB parquet against the I/O floor and the pandas one-liner.
 
     nice -n 10 python bench/bench_check_data.py [--quick] [--stocks N] [--dates D] [--rounds R]
-                                                 [--per-check] [--stages] [--keep]
+                                                 [--per-check] [--stages] [--keep] [--path P]
+                                                 [--baseline REPO] [--skip-pandas]
 
 Generates (in row-group chunks of ``--chunk`` stocks, never the whole frame in memory) a long
 (Code, Date) parquet of ``stocks x dates`` rows with 96 float32 features ``f000..f095`` (~1 % NaN)
@@ -16,14 +17,17 @@ puts the file in the page cache, interleaved over ``--rounds`` rounds (best time
 * floor: ``pl.scan_parquet(p).select(<float columns>.sum()).collect(engine="streaming")``
   (read and decode every value once: the I/O + decode floor);
 * pandas: ``pd.read_parquet(p).isna().mean()`` (the obvious alternative; checks only NaN shares);
-* check-data: ``atft check-data p`` (every registered check, ``atft.health.data.run_checks``).
+* check-data: ``atft check-data p`` (every registered check over one ``DatasetStats``,
+  ``atft.health.dataset_checks.run_checks``);
+* check-data (baseline): the same command on another checkout (``--baseline REPO``: its
+  ``PYTHONPATH``), e.g. the code before a change, measured in the same rounds.
 
-``--per-check`` also times each registered check in registry order, in one more subprocess,
-sharing aggregates as ``run_checks`` does (the first check that needs the one streaming pass pays
-for all of it). ``--stages`` splits that pass (``atft.health.scan._scan``) into its parts, in one
-more subprocess, next to two references measured in the same process: reading the same batches
-alone, and one plain numpy copy of their float32 values (the cost of ONE extra pass over the
-data in memory, which any computation on the decoded values must at least pay).
+``--per-check`` also times, in one more subprocess, the one pass (``atft.data.stats.build_stats``)
+and then each registered check reading its statistics. ``--stages`` splits that pass into its
+parts (on one thread, so that the parts add up), in one more subprocess, next to two references
+measured in the same process: reading the same batches alone, and one plain numpy copy of their
+float32 values (the cost of ONE extra pass over the data in memory, which any computation on the
+decoded values must at least pay).
 """
 
 from __future__ import annotations
@@ -68,14 +72,15 @@ print(len(out))
 PER_CHECK = """
 import json, sys, time
 from atft.config import Config
-from atft.health.data import _MEMO, CHECKS, as_lazy
+from atft.data.stats import build_stats
+from atft.health.dataset_checks import CHECKS
 cfg = Config()
-lf = as_lazy(sys.argv[1], cfg)
-times = {}
-_MEMO.set({})  # shared aggregates, as in run_checks: the first check needing one pays for it
+t0 = time.perf_counter()
+stats = build_stats(sys.argv[1], cfg)  # the one pass every check reads
+times = {"build_stats (the one pass)": time.perf_counter() - t0}
 for name, fn in CHECKS.items():
     t0 = time.perf_counter()
-    fn(lf, cfg)
+    fn(stats, cfg)
     times[name] = time.perf_counter() - t0
 print(json.dumps(times))
 """
@@ -84,14 +89,12 @@ STAGES = """
 import json, sys, time
 import numpy as np
 from atft.config import Config
-from atft.health import data as D
-from atft.health import scan as S
+from atft.data import block as K, fold as F, moments as M, stats as S
 
-cfg = Config()
-lf = D.as_lazy(sys.argv[1], cfg)
-plan = D._plan(lf, cfg, "all")
-spent = dict.fromkeys(["wait for a decoded batch", "per-column stats + date-major copy", "moment matmuls",
-                       "missing-feature corrections", "codes, dates, 1-day bound", "finish (tail, medians)"], 0.0)
+spent = dict.fromkeys(["wait for a decoded batch", "dates, codes, 1-day bound",
+                       "block: per-column stats, shifts, grid copy", "moments: counts",
+                       "moments: products (matmul, squares)", "moments: target-missing sums",
+                       "moments: feature-missing sums", "finish (tail, medians)"], 0.0)
 
 
 def timed(name, fn):
@@ -104,17 +107,18 @@ def timed(name, fn):
     return wrapper
 
 
-A = S._Accumulator
-A._products = timed("moment matmuls", A._products)
-A._feature_missing = timed("missing-feature corrections", A._feature_missing)
-A._block = timed("per-column stats + date-major copy", A._block)
-A.add = timed("codes, dates, 1-day bound", A.add)
-A.finish = timed("finish (tail, medians)", A.finish)
-batches = S._batches
+M.Moments._products = timed("moments: products (matmul, squares)", M.Moments._products)
+M.Moments._target_missing = timed("moments: target-missing sums", M.Moments._target_missing)
+M.Moments._feature_missing = timed("moments: feature-missing sums", M.Moments._feature_missing)
+M.Moments.add = timed("moments: counts", M.Moments.add)
+F.fold_block = timed("block: per-column stats, shifts, grid copy", F.fold_block)
+F.Fold.add = timed("dates, codes, 1-day bound", F.Fold.add)
+S._finish = timed("finish (tail, medians)", S._finish)
+batches = S.read_batches
 
 
-def waited(query, ranges):
-    it = batches(query, ranges)
+def waited(*args):
+    it = batches(*args)
     while True:
         t0 = time.perf_counter()
         batch = next(it, None)
@@ -124,30 +128,37 @@ def waited(query, ranges):
         yield batch
 
 
-S._batches = waited  # the engine module's name: _scan looks it up there
+S.read_batches = waited  # the name build_stats looks up
+cfg = Config()
 t0 = time.perf_counter()
-S._scan(lf, plan)
+S.build_stats(sys.argv[1], cfg, workers=1)  # one thread: the parts add up to the pass
 total = time.perf_counter() - t0
-# nested timers -> exclusive: add() contains _block, which contains _products and _feature_missing
-spent["codes, dates, 1-day bound"] -= spent["per-column stats + date-major copy"]
-spent["per-column stats + date-major copy"] -= spent["moment matmuls"] + spent["missing-feature corrections"]
-acc = S._Accumulator(plan, lf.collect_schema())
-query = acc.query(lf)
-ranges = S._ranges(lf, query, 10**6)
+# nested timers -> exclusive: add() contains fold_block, which contains Moments.add, which contains the sums
+# products contain the target-missing sums (taken from the cached chunk)
+spent["moments: products (matmul, squares)"] -= spent["moments: target-missing sums"]
+inner = ["moments: products (matmul, squares)", "moments: target-missing sums", "moments: feature-missing sums"]
+spent["moments: counts"] -= sum(spent[k] for k in inner)
+block = "block: per-column stats, shifts, grid copy"
+spent[block] -= spent["moments: counts"] + sum(spent[k] for k in inner)
+spent["dates, codes, 1-day bound"] -= spent[block] + spent["moments: counts"] + sum(spent[k] for k in inner)
+from atft.data.batches import open_source, batch_ranges, read_batches
+src = open_source(sys.argv[1], cfg.data.code_col, cfg.data.date_col)
+fold = F.Fold(S.plan_for(src.lf.collect_schema(), cfg), src.lf.collect_schema())
+query = fold.query(src.lf)
+ranges = batch_ranges(src, query, max(1024, S.BATCH_BYTES // fold.bytes_per_row()))
 t0 = time.perf_counter()
 values = 0
 buf = None
 copy = 0.0
-for b in batches(query, ranges):
-    for j in range(acc.nb):
-        for part in b.get_column(f"_b{j}").get_chunks():
-            x = part.to_numpy()
-            if buf is None or buf.size < x.size:
-                buf = np.empty(x.size, np.float32)
-            t1 = time.perf_counter()
-            np.copyto(buf[:x.size], x)
-            copy += time.perf_counter() - t1
-            values += x.size
+for b in read_batches(query, ranges, "in-memory"):
+    for j in range(fold.nb):
+        x = b.get_column(f"_b{j}").to_numpy()
+        if buf is None or buf.size < x.size:
+            buf = np.empty(x.size, np.float32)
+        t1 = time.perf_counter()
+        np.copyto(buf[:x.size], x)
+        copy += time.perf_counter() - t1
+        values += x.size
 read = time.perf_counter() - t0 - copy
 print(json.dumps({"total": total, "stages": spent, "read batches alone": read,
                   "one numpy copy of the float32 values": copy, "values": values}))
@@ -213,6 +224,7 @@ def main() -> None:
     p.add_argument("--skip-pandas", action="store_true", help="leave out the pandas contender")
     p.add_argument("--keep", action="store_true", help="keep the generated parquet")
     p.add_argument("--path", default=None, help="use (and keep) this existing benchmark parquet")
+    p.add_argument("--baseline", default=None, help="also time check-data of this checkout (its PYTHONPATH)")
     p.add_argument("--json", default=None, help="write the measured numbers here")
     args = p.parse_args()
     be_nice(10)
@@ -221,7 +233,7 @@ def main() -> None:
     print(machine_line())
 
     BENCH_TMP.mkdir(parents=True, exist_ok=True)
-    path = Path(args.path) if args.path else BENCH_TMP / f"check_{stocks}x{dates}.parquet"
+    path = Path(args.path).resolve() if args.path else BENCH_TMP / f"check_{stocks}x{dates}.parquet"
     keep = args.keep or bool(args.path)
     try:
         if not path.exists():
@@ -243,17 +255,24 @@ def main() -> None:
             "floor (polars scan, one sum per column)": [python(), "-c", FLOOR, str(path)],
             "atft check-data": [python(), "-m", "atft.cli", "check-data", str(path)],
         }
+        envs: dict[str, dict[str, str]] = {}
+        cwds: dict[str, Path] = {}
+        if args.baseline:  # run from the baseline checkout: ``python -m`` puts the cwd first on sys.path
+            name = f"atft check-data (baseline {args.baseline})"
+            cmds[name] = cmds["atft check-data"]
+            envs[name] = {"PYTHONPATH": str(Path(args.baseline).resolve())}
+            cwds[name] = Path(args.baseline).resolve()
         if not args.skip_pandas:
             cmds["pandas read_parquet().isna().mean()"] = [python(), "-c", PANDAS, str(path)]
         run_measured(cmds["floor (polars scan, one sum per column)"])  # page cache warm-up
         best: dict[str, tuple[float, int, float]] = {}
         for r in range(args.rounds):
             for name, cmd in cmds.items():
-                res = run_measured(cmd, check=False)
+                res = run_measured(cmd, env=envs.get(name), cwd=cwds.get(name), check=False)
                 if res.returncode not in (0, 1):  # check-data exits 1 when a check fails
                     raise RuntimeError(f"{name} failed ({res.returncode}): {res.stderr[-2000:]}")
-                if name == "atft check-data" and r == 0:
-                    print(res.stdout.strip().splitlines()[-1])
+                if name.startswith("atft check-data") and r == 0:
+                    print(f"{name}: {res.stdout.strip().splitlines()[-1]}")
                 prev = best.get(name)
                 if prev is None or res.seconds < prev[0]:
                     best[name] = (res.seconds, max(res.peak_rss, prev[1] if prev else 0), res.cpu_seconds)
@@ -269,22 +288,24 @@ def main() -> None:
             times = json.loads(res.stdout.strip().splitlines()[-1])
             total = sum(times.values())
             print()
-            print(md_table(["check", "s", "share", "x floor"],
+            print(md_table(["step", "s", "share", "x floor"],
                            [(k, v, f"{v / total:.1%}", v / floor) for k, v in
                             sorted(times.items(), key=lambda kv: -kv[1])]))
-            print(f"sum of checks {total:.2f} s")
+            print(f"the pass and every check {total:.2f} s")
             out["per_check"] = times
         if args.stages:
             res = run_measured([python(), "-c", STAGES, str(path)])
             st = json.loads(res.stdout.strip().splitlines()[-1])
             rows_ = [(k, v, f"{v / st['total']:.1%}", v / floor) for k, v in st["stages"].items()]
+            rows_ += [("(sum of the parts, one thread)", sum(st["stages"].values()), "-",
+                       sum(st["stages"].values()) / floor)]
             rows_ += [("(reference) read the same batches alone", st["read batches alone"], "-",
                        st["read batches alone"] / floor),
                       ("(reference) one numpy copy of the float32 values", st["one numpy copy of the float32 values"],
                        "-", st["one numpy copy of the float32 values"] / floor)]
             print()
             print(md_table(["part of the one pass", "s", "share", "x floor"], rows_))
-            print(f"one pass {st['total']:.2f} s over {st['values']:,} float32 values")
+            print(f"one pass on one thread {st['total']:.2f} s over {st['values']:,} float32 values")
             out["stages"] = st
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2, default=str))

@@ -23,6 +23,12 @@ from atft.health.dataset_checks import (
     run_checks,
 )
 from atft.health.result import CheckResult
+from tests.stats_reference import (
+    polars_date_stats,
+    polars_leak_medians,
+    polars_stock_counts,
+    polars_tail_counts,
+)
 
 N_STOCKS, N_DATES = 25, 30
 DATES = [dt.date(2023, 1, 2) + dt.timedelta(days=i) for i in range(N_DATES)]
@@ -218,50 +224,12 @@ def test_leakage_medians_match_the_polars_group_by_corr() -> None:
     assert got[feats.index("f_near"), 1] > 0.99
 
 
-# ----------------------------------------------------------------------------- the one streaming pass
-# The checks read per-date sums of one streaming pass (atft.health.scan._scan). These tests hold
-# them to the plain polars group_by definitions on irregular data, for every batch layout the pass
-# has ("slot": (Code, Date)-sorted runs, "date": Date-sorted runs, "gather": anything else), for
-# batches down to a few rows (sums merged across batches) and for chunked missing-cell corrections.
-
-
-def _polars_date_stats(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
-    """``date_stats`` by definition: one polars group_by per date (the pre-streaming implementation)."""
-    from atft.data.schema import missing
-    from atft.data.schema import selection_problems as _selection_problems
-
-    schema, d = df.schema, cfg.data
-    feats = [f for f in _selection_problems(schema, cfg)[0] if f in schema and schema[f].is_numeric()]
-    agg = [pl.len().alias("len")]
-    for f in feats:
-        x = pl.col(f).fill_nan(None)
-        agg += [missing(f, schema[f]).sum().alias(f"m:{f}"), x.count().alias(f"k:{f}"),
-                x.min().alias(f"lo:{f}"), x.max().alias(f"hi:{f}")]
-    agg += [pl.col(c).is_infinite().sum().alias(f"i:{c}") for c, t in schema.items() if t.is_float()]
-    agg.append(pl.col(d.code_col).n_unique().alias("stocks"))
-    return df.group_by(d.date_col).agg(agg).sort(d.date_col)
-
-
-def _polars_leak_medians(df: pl.DataFrame, feats: list[str], targets: list[str], date: str = "Date") -> np.ndarray:
-    """Median over dates of |pl.corr| of the float32 values (pairwise complete, >= MIN_CORR_PAIRS).
-
-    Each column is first shifted by its date minimum (exact in float64): ``pl.corr`` in a lazy
-    group_by loses ~1e-10 on a column whose |mean| / std is 1e7 (``f_far``).
-    """
-    from atft.data.stats import MIN_CORR_PAIRS
-
-    def value(c: str) -> pl.Expr:
-        v = pl.col(c).cast(pl.Float32).cast(pl.Float64).fill_nan(None)
-        return v - v.min().over(date)
-
-    def corr(f: str, t: str) -> pl.Expr:
-        x, y = value(f), value(t)
-        n = (x.is_not_null() & y.is_not_null()).sum()
-        return pl.when(n >= MIN_CORR_PAIRS).then(pl.corr(x, y).fill_nan(None)).alias(f"{f}|{t}")
-
-    row = (df.lazy().group_by(date).agg([corr(f, t) for f in feats for t in targets])
-           .select([pl.col(f"{f}|{t}").abs().median() for f in feats for t in targets]).collect().row(0))
-    return np.array(row, dtype=float).reshape(len(feats), len(targets))
+# ----------------------------------------------------------------------------- the statistics
+# The checks read one DatasetStats (atft.data.stats.build_stats: one pass, per-date sums). These
+# tests hold it to the plain polars group_by definitions (tests/stats_reference.py) on irregular
+# data, for every row order (the batch layouts "slot": (Code, Date)-sorted runs, "date":
+# Date-sorted runs, "gather": anything else), for batches down to a few rows (sums merged across
+# batches), for chunked frames and for a parquet file read by row groups.
 
 
 def messy_panel(seed: int = 0) -> pl.DataFrame:
@@ -300,37 +268,20 @@ ORDERS: dict[str, Callable[[pl.DataFrame], pl.DataFrame]] = {
 }
 
 
-@pytest.fixture
-def grid_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records the batch layout (``_grid`` kind) of every batch of the passes in a test."""
-    from atft.data import stats as scan
-
-    kinds: list[str] = []
-    grid = scan._grid
-
-    def spy(loc: np.ndarray, n: int) -> tuple[str, np.ndarray, int, np.ndarray | None, np.ndarray | None]:
-        out = grid(loc, n)
-        kinds.append(out[0])
-        return out
-
-    monkeypatch.setattr(scan, "_grid", spy)
-    return kinds
-
-
-@pytest.mark.parametrize("batch_rows", [None, 61])
+@pytest.mark.parametrize(("batch_rows", "grid_bytes"), [(None, 2**23), (61, 2**23), (None, 1)])  # 1: a date per chunk
 @pytest.mark.parametrize("order", sorted(ORDERS))
-def test_one_pass_date_stats_equal_the_polars_group_by(order: str, batch_rows: int | None,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_pass_date_stats_equal_the_polars_group_by(order: str, batch_rows: int | None, grid_bytes: int) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.data import stats as scan
+    from atft.data.stats import build_stats
     from atft.health import dataset_checks as data
 
-    monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", batch_rows)
     cfg, df = _messy_cfg(), ORDERS[order](messy_panel())
-    got = data.date_stats(df.lazy(), cfg)
-    assert_frame_equal(got, _polars_date_stats(df, cfg).select(got.columns))
+    got = data.date_stats(build_stats(df.lazy(), cfg, {"rows"}, batch_rows=batch_rows, grid_bytes=grid_bytes,
+                                      workers=2), cfg)
+    assert_frame_equal(got, polars_date_stats(df, cfg).select(got.columns))
     assert got["lo:f_int"].dtype == pl.Int64 and got["lo:f_far"].dtype == pl.Float64  # exact, own dtype
+    assert got.columns == data.date_stats(df.lazy(), cfg).columns  # a check alone measures the same
 
 
 @pytest.mark.parametrize("date_dtype", [pl.String, pl.Datetime("ms")])
@@ -342,65 +293,74 @@ def test_one_pass_date_stats_other_date_dtypes(date_dtype: pl.DataType) -> None:
     cfg = _messy_cfg()
     df = messy_panel().with_columns(pl.col("Date").cast(date_dtype))
     got = date_stats(df.lazy(), cfg)
-    assert_frame_equal(got, _polars_date_stats(df, cfg).select(got.columns))
+    assert_frame_equal(got, polars_date_stats(df, cfg).select(got.columns))
 
 
-@pytest.mark.parametrize("batch_rows", [None, 45])
+@pytest.mark.parametrize(("batch_rows", "grid_bytes"), [(None, 2**23), (45, 2**23), (None, 1)])
 @pytest.mark.parametrize("order", sorted(ORDERS))
 def test_one_pass_target_stats_equal_the_legit_tail_group_by(order: str, batch_rows: int | None,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             grid_bytes: int) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.data import stats as scan
-    from atft.health import dataset_checks as data
+    from atft.data.stats import build_stats
 
-    monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", batch_rows)
     cfg, df = _messy_cfg(), ORDERS[order](messy_panel())
-    targets, got = data._compute_target_date_stats(df.lazy(), cfg)
-    ref_targets, ref = data._polars_target_date_stats(df.lazy(), cfg)
-    assert targets == ref_targets == ["feat_ret_1d", "feat_ret_5d"]
-    assert_frame_equal(got, ref.select(got.columns), check_dtypes=False)
+    s = build_stats(df.lazy(), cfg, {"targets"}, batch_rows=batch_rows, grid_bytes=grid_bytes, workers=2)
+    assert s.targets == ("feat_ret_1d", "feat_ret_5d")
+    got = s.per_date.select("Date", *(f"{k}:{t}" for t in s.targets for k in ("tm", "te")))
+    assert_frame_equal(got, polars_tail_counts(df, cfg).select(got.columns), check_dtypes=False)
 
 
 def test_duplicate_rows_fall_back_to_the_ordinal_rank() -> None:
     """With duplicate (Code, Date) rows "the last h rows" depend on the row order: polars decides."""
-    from atft.health import dataset_checks as data
+    from polars.testing import assert_frame_equal
+
+    from atft.data.stats import build_stats
 
     cfg = _cfg()
     df = pl.concat([clean_panel(), clean_panel().filter(_stock(2) & _date(N_DATES - 1))])
-    assert data._scan_stats(df.lazy(), cfg, "targets").target_miss is None
-    assert data._compute_target_date_stats(df.lazy(), cfg)[1].equals(data._polars_target_date_stats(df.lazy(), cfg)[1])
+    s = build_stats(df, cfg)
+    got = s.per_date.select("Date", *(f"{k}:{t}" for t in s.targets for k in ("tm", "te")))
+    assert_frame_equal(got, polars_tail_counts(df, cfg).select(got.columns), check_dtypes=False)
+    assert s.duplicate_examples == (("S02", DATES[N_DATES - 1], 2),)
 
 
-@pytest.mark.parametrize("cells", [2**20, 5])  # 5: the missing-cell corrections in many small steps
+@pytest.mark.parametrize(("chunk_bytes", "grid_bytes"), [(2**22, 2**23), (1, 2**23), (2**22, 1)])  # 1: a date at a time
 @pytest.mark.parametrize("batch_rows", [None, 50, 37])  # 50 rows = 2 dates of 25 stocks
 @pytest.mark.parametrize("order", sorted(ORDERS))
-def test_leakage_medians_across_batches_and_layouts(order: str, batch_rows: int | None, cells: int,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from atft.data import stats as scan
+def test_leakage_medians_across_batches_and_layouts(order: str, batch_rows: int | None, chunk_bytes: int,
+                                                    grid_bytes: int) -> None:
+    from atft.data.stats import leakage_medians
 
-    monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", batch_rows)
-    monkeypatch.setattr(scan, "SCAN_CELLS", cells)
     rng = np.random.default_rng(2)
     df = ORDERS[order](messy_panel().with_columns(
         f_near=pl.col("feat_ret_5d") * 3 + 100 + pl.Series(rng.normal(0, 0.001, messy_panel().height))))
     feats, targets = ["f0", "f1", "f_cnt", "f_far", "f_near"], ["feat_ret_1d", "feat_ret_5d"]
-    got = scan.leakage_medians(df.lazy(), "Date", feats, targets)
-    np.testing.assert_allclose(got, _polars_leak_medians(df, feats, targets), rtol=0, atol=1e-12)
+    got = leakage_medians(df.lazy(), "Date", feats, targets, batch_rows=batch_rows, chunk_bytes=chunk_bytes,
+                          grid_bytes=grid_bytes, workers=2)
+    np.testing.assert_allclose(got, polars_leak_medians(df, feats, targets), rtol=0, atol=1e-12)
     assert got[feats.index("f_near"), 1] > 0.99
 
 
-def test_leakage_batch_layouts_are_all_exercised(monkeypatch: pytest.MonkeyPatch, grid_kinds: list[str]) -> None:
-    """Regular panels take the no-copy layouts; ragged or shuffled batches are gathered; same figures."""
-    from atft.data import stats as scan
+def test_batch_layouts_of_the_row_orders() -> None:
+    """Regular panels are views ("slot", "date"); ragged or shuffled batches are gathered; the
+    grid holds each row on its date."""
+    from atft.data.batches import layout_of
 
-    feats, targets = ["f0", "f1", "f2"], ["feat_ret_1d", "feat_ret_5d"]
-    ref = _polars_leak_medians(clean_panel(), feats, targets)
-    for order, rows in (("code-sorted", 60), ("date-sorted", 50), ("shuffled", 64)):
-        monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", rows)
-        got = scan.leakage_medians(ORDERS[order](clean_panel()).lazy(), "Date", feats, targets)
-        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
-    assert {"slot", "date", "gather"} <= set(grid_kinds)
+    df = clean_panel()
+    for order, kind in (("code-sorted", "slot"), ("date-sorted", "date"), ("shuffled", "gather")):
+        d = ORDERS[order](df)
+        loc = d["Date"].rank("dense").cast(pl.Int64).to_numpy() - 1
+        lay = layout_of(loc, N_DATES)
+        assert lay.kind == kind
+        grid = lay.grid(np.arange(d.height, dtype=np.float32))  # [D, S]: row numbers
+        assert grid.shape == (N_DATES, N_STOCKS)
+        assert (loc[grid.astype(np.int64)] == lay.dates[:, None]).all()
+        cells = np.array([3, 100, 401])  # flat grid positions d * S + s -> batch rows
+        assert lay.rows(cells).tolist() == grid.ravel()[cells].astype(int).tolist()
+        assert lay.rows(cells[1:] - 2 * N_STOCKS, 2).tolist() == grid[2:].ravel()[cells[1:] - 2 * N_STOCKS].astype(int).tolist()
+    ragged = layout_of(np.array([0, 1, 1, 2, 2, 2]), 3)
+    assert ragged.kind == "gather" and ragged.slots == 3 and int(ragged.pad.sum()) == 3
 
 
 def test_leakage_skips_a_date_with_inf() -> None:
@@ -412,11 +372,13 @@ def test_leakage_skips_a_date_with_inf() -> None:
     ref = df.with_columns(f0=pl.when(_date(4)).then(None).otherwise(pl.col("f0")))
     feats, targets = ["f0", "f1"], ["feat_ret_1d", "feat_ret_5d"]
     np.testing.assert_allclose(leakage_medians(planted.lazy(), "Date", feats, targets),
-                               _polars_leak_medians(ref, feats, targets), rtol=0, atol=1e-12)
+                               polars_leak_medians(ref, feats, targets), rtol=0, atol=1e-12)
 
 
-def test_pairwise_date_corr_matches_pl_corr() -> None:
-    from atft.data.stats import pairwise_date_corr
+def test_leakage_degenerate_dates_match_pl_corr() -> None:
+    """A constant column on a date, a date with 3 pairs, one with 2 (no correlation), NaN cells."""
+    from atft.data.moments import pearson
+    from atft.data.stats import leakage_medians
 
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (6, 20, 3)).astype(np.float32)
@@ -425,23 +387,15 @@ def test_pairwise_date_corr_matches_pl_corr() -> None:
     x[2, :, 1] = 7.0  # constant on one date
     y[4, 3:, 0] = np.nan  # 3 pairs on one date
     y[5, 2:, 1] = np.nan  # 2 pairs: no correlation
-    got = pairwise_date_corr(x, y)  # [G, c, t]
     long = pl.DataFrame({"g": np.repeat(np.arange(6), 20), **{f"x{i}": x[..., i].ravel() for i in range(3)},
                          **{f"y{j}": y[..., j].ravel() for j in range(2)}})
-    ref = np.array([[[_pl_corr(long.filter(pl.col("g") == g), f"x{i}", f"y{j}") for j in range(2)] for i in range(3)]
-                    for g in range(6)])
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
-    assert np.isnan(got[2, 1]).all() and np.isnan(got[5, :, 1]).all() and not np.isnan(got[4, :, 0]).any()
-
-
-def _pl_corr(df: pl.DataFrame, x: str, y: str) -> float:
-    from atft.data.stats import MIN_CORR_PAIRS
-
-    d = df.select(pl.col(x).cast(pl.Float64).fill_nan(None), pl.col(y).cast(pl.Float64).fill_nan(None)).drop_nulls()
-    if d.height < MIN_CORR_PAIRS:
-        return float("nan")
-    r = d.select(pl.corr(x, y)).item()
-    return float("nan") if r is None else float(r)
+    feats, targets = ["x0", "x1", "x2"], ["y0", "y1"]
+    for rows in (None, 7):
+        got = leakage_medians(long.sample(fraction=1.0, shuffle=True, seed=5), "g", feats, targets, batch_rows=rows)
+        np.testing.assert_allclose(got, polars_leak_medians(long, feats, targets, "g"), rtol=0, atol=1e-12)
+    one = np.ones(1)
+    assert np.isnan(pearson(2 * one, one, one, 2 * one, 2 * one, one)).all()  # 2 pairs: none
+    assert np.isnan(pearson(5 * one, 5 * one, one, 5 * one, one, one)).all()  # zero variance: none
 
 
 def test_run_checks_on_an_empty_frame_measures_nothing() -> None:
@@ -452,36 +406,72 @@ def test_run_checks_on_an_empty_frame_measures_nothing() -> None:
 
 
 @pytest.mark.parametrize("cut", [5 * N_DATES, 5 * N_DATES + 7])  # chunks of whole stocks; a chunk ending mid-stock
-def test_one_pass_reads_chunked_batches(cut: int, monkeypatch: pytest.MonkeyPatch, grid_kinds: list[str]) -> None:
+def test_one_pass_reads_chunked_batches(cut: int) -> None:
     from polars.testing import assert_frame_equal
 
-    from atft.data import stats as scan
-    from atft.health import dataset_checks as data
+    from atft.data.stats import build_stats, leakage_medians
 
-    monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", 10 * N_DATES)  # 10 whole stocks per batch
     cfg, df = _cfg(), clean_panel()
     chunked = pl.concat([df[:cut], df[cut:]], rechunk=False)
     assert chunked.n_chunks() == 2
-    got = data.date_stats(chunked.lazy(), cfg)
-    assert_frame_equal(got, _polars_date_stats(df, cfg).select(got.columns))
+    got = build_stats(chunked.lazy(), cfg, {"rows"}, batch_rows=10 * N_DATES).row_stats()  # 10 whole stocks
+    assert_frame_equal(got, polars_date_stats(df, cfg).select(got.columns))
     feats, targets = ["f0", "f1", "f2"], ["feat_ret_1d", "feat_ret_5d"]
-    np.testing.assert_allclose(scan.leakage_medians(chunked.lazy(), "Date", feats, targets),
-                               _polars_leak_medians(df, feats, targets), rtol=0, atol=1e-12)
-    assert set(grid_kinds) == {"slot"}
+    np.testing.assert_allclose(leakage_medians(chunked.lazy(), "Date", feats, targets, batch_rows=10 * N_DATES),
+                               polars_leak_medians(df, feats, targets), rtol=0, atol=1e-12)
 
 
 def test_a_parquet_file_is_read_in_whole_row_groups(tmp_path: Path) -> None:
     """From a path, batches are whole row groups (polars decodes a whole group for any slice of it)."""
-    from atft.data import stats as scan
-    from atft.health import dataset_checks as data
+    from atft.data.batches import batch_ranges, open_source
 
     cfg, df = _messy_cfg(), messy_panel()
     df.write_parquet(tmp_path / "p.parquet", row_group_size=100)
-    lf = data.as_lazy(tmp_path / "p.parquet", cfg)
-    q = lf.select("Date")
-    ranges = scan._ranges(lf, q, 250)  # 250 rows wanted: two row groups of 100 per batch
+    src = open_source(tmp_path / "p.parquet", "Code", "Date")
+    assert src.row_groups is not None and sum(src.row_groups) == df.height
+    ranges = batch_ranges(src, src.lf.select(pl.col("Date").alias("_d")), 250)  # two row groups of 100 per batch
     assert ranges[0] == (0, 200) and sum(n for _, n in ranges) == df.height
     assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:], strict=False))
     from_file = run_checks(tmp_path / "p.parquet", cfg)
     from_frame = run_checks(df, cfg)
     assert [(r.name, r.figure, r.passed) for r in from_file] == [(r.name, r.figure, r.passed) for r in from_frame]
+
+
+def test_run_checks_measures_once_and_checks_read_the_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_checks_by_name builds the statistics once; every check then reads that object."""
+    from atft.data import stats as stats_mod
+    from atft.health import dataset_checks as data
+
+    calls: list[object] = []
+    build = stats_mod.build_stats
+
+    def counted(*args: object, **kwargs: object) -> stats_mod.DatasetStats:
+        calls.append(args[2] if len(args) > 2 else kwargs.get("parts"))
+        return build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(data, "build_stats", counted)
+    by_name = data.run_checks_by_name(messy_panel(), _messy_cfg())
+    assert len(calls) == 1 and set(by_name) == set(CHECKS)
+    s = build(messy_panel(), _messy_cfg())
+    assert [str(r) for r in data.run_checks(s, _messy_cfg())] == [str(r) for rs in by_name.values() for r in rs]
+    with pytest.raises(ValueError, match="built without 'leak'"):
+        data.check_leakage(build(messy_panel(), _messy_cfg(), {"rows"}), _messy_cfg())
+    with pytest.raises(ValueError, match=r"unknown parts \['rowz'\]"):
+        build(messy_panel(), _messy_cfg(), {"rowz"})
+
+
+def test_per_stock_counts_equal_the_polars_group_by() -> None:
+    """filter-data's per-stock counts: rows, missing feature cells, target counts outside the tail
+    (ranked over all rows), on the dates not skipped; with and without duplicate rows."""
+    from polars.testing import assert_frame_equal
+
+    from atft.data.stats import build_stats
+
+    cfg = _messy_cfg()
+    for df in (messy_panel(), pl.concat([messy_panel(), messy_panel().filter(_stock(2) & _date(N_DATES - 3))])):
+        for skip in ((), (DATES[10], DATES[N_DATES - 2])):
+            got = build_stats(df, cfg, (), per_stock=True, skip_dates=skip, batch_rows=97).per_stock
+            assert got is not None
+            ref = polars_stock_counts(df, cfg, skip)
+            got = got.filter(pl.col("len") > 0).sort("Code", nulls_last=False)
+            assert_frame_equal(got.select(ref.columns), ref, check_dtypes=False)

@@ -12,8 +12,11 @@ Missing = null or float NaN (``atft.data.schema.missing``); target cells in the 
    so every kept feature satisfies the bound on the written rows.
 
 Target columns, Code, Date and every non-feature column (sector, market, ``data.exclude``) are
-never dropped. Each step is one lazy aggregate; the output is streamed to a temp file and
-renamed (atomic).
+never dropped. Every ratio is read from the dataset statistics of ``atft check-data``
+(``atft.data.stats.build_stats``: per-date counts for steps 1 and 2, per-stock counts over the
+remaining dates for steps 3 and 4, the tail ranked over all rows): one pass over the data, a
+second one for the per-stock counts only when dates were dropped. The output is streamed to a
+temp file and renamed (atomic).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from atft.config import Config
-from atft.data.schema import feature_columns, legit_tail, missing
+from atft.data.schema import feature_columns
 from atft.data.source import scan
-from atft.data.stats import ENGINE
+from atft.data.stats import ENGINE, build_stats
 from atft.errors import DataError
 from atft.horizons import Horizons
 from atft.io import atomic_path
@@ -57,11 +60,14 @@ class FilterReport:
         return out
 
 
-def _feature_ratios(lf: pl.LazyFrame, feats: list[str], schema: pl.Schema) -> dict[str, float]:
-    if not feats:
-        return {}
-    row = lf.select([missing(f, schema[f]).mean().alias(f) for f in feats]).collect(engine=ENGINE).row(0, named=True)
-    return {f: float(row[f]) if row[f] is not None else 1.0 for f in feats}
+def _ratios(missing: dict[str, int], cells: int) -> dict[str, float]:
+    """Per column: missing / cells (1.0 when there are no cells: nothing is known about it)."""
+    return {c: (m / cells if cells else 1.0) for c, m in missing.items()}
+
+
+def _over(ratios: dict[object, float], r: float) -> dict[object, float]:
+    """The entries over ``r``, largest first (ties in the given order)."""
+    return {k: v for k, v in sorted(ratios.items(), key=lambda kv: -kv[1]) if v > r}
 
 
 def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -78,40 +84,38 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
     code, date, r = cfg.data.code_col, cfg.data.date_col, max_nan_ratio
     lf = scan(input_path, code, date)
     schema = lf.collect_schema()
-    hz = Horizons.from_config(cfg)
-    hz.check_targets(schema.names())
+    Horizons.from_config(cfg).check_targets(schema.names())
     feats = feature_columns(schema, cfg)
-    rows_in = int(lf.select(pl.len()).collect(engine=ENGINE).item())
+    stats = build_stats(input_path, cfg, ("rows", "targets"), per_stock=True)
+    per_date, targets = stats.per_date, stats.targets
+    rows_in = int(per_date["len"].sum())
 
-    # 1. columns
-    ratios = _feature_ratios(lf, feats, schema)
-    bad_cols = {f: v for f, v in sorted(ratios.items(), key=lambda kv: -kv[1]) if v > r}
+    # 1. columns (the figures of check-data's feature_nan_ratio)
+    bad_cols = _over(_ratios({f: int(per_date[f"m:{f}"].sum()) for f in feats}, rows_in), r)
     kept = [f for f in feats if f not in bad_cols]
 
     # 2. dates: worst target NaN ratio outside the legitimate tail
-    tails = [legit_tail(h, code, date).alias(f"_tail:{t}") for h, t in zip(hz.horizons, hz.targets, strict=True)]
-    base = lf.with_columns(tails)
-    miss_t = {t: missing(t, schema[t]) & ~pl.col(f"_tail:{t}") for t in hz.targets}
-    elig_t = {t: ~pl.col(f"_tail:{t}") for t in hz.targets}
-    per_date = (base.group_by(date)
-                .agg([pl.when(elig_t[t].sum() > 0).then(miss_t[t].sum() / elig_t[t].sum()).alias(t)
-                      for t in hz.targets])
-                .select(date, pl.max_horizontal(hz.targets).alias("r"))
-                .filter(pl.col("r") > r).sort(date).collect(engine=ENGINE))
-    bad_dates = dict(zip(per_date[date].to_list(), per_date["r"].to_list(), strict=True))
-    rows = base.filter(~pl.col(date).is_in(list(bad_dates)))
+    worst = per_date.select(date, pl.max_horizontal(
+        [pl.when(pl.col(f"te:{t}") > 0).then(pl.col(f"tm:{t}") / pl.col(f"te:{t}")) for t in targets]).alias("r"))
+    bad = worst.filter(pl.col("r") > r).sort(date)
+    bad_dates = dict(zip(bad[date].to_list(), bad["r"].to_list(), strict=True))
 
-    # 3. stocks: pooled share of missing cells (kept features + non-tail targets)
-    miss_cells = pl.sum_horizontal([missing(f, schema[f]) for f in kept] + list(miss_t.values()))
-    elig_cells = pl.sum_horizontal([pl.lit(1)] * len(kept) + list(elig_t.values()))
-    per_code = (rows.group_by(code).agg((miss_cells.sum() / elig_cells.sum()).alias("r"))
-                .filter(pl.col("r") > r).sort(code).collect(engine=ENGINE))
+    # 3. stocks: pooled share of missing cells (kept features + non-tail targets), remaining dates
+    per_stock = stats.per_stock
+    assert per_stock is not None
+    if bad_dates:  # the per-stock counts again, without the dropped dates (the tail still over all rows)
+        per_stock = build_stats(input_path, cfg, (), per_stock=True, skip_dates=list(bad_dates)).per_stock
+        assert per_stock is not None
+    cells = pl.sum_horizontal([pl.col(f"m:{f}") for f in kept] + [pl.col(f"tm:{t}") for t in targets])
+    elig = pl.col("len") * len(kept) + pl.sum_horizontal([pl.col(f"te:{t}") for t in targets])
+    per_code = (per_stock.filter(pl.col("len") > 0).select(code, (cells / elig).alias("r"))
+                .filter(pl.col("r") > r).sort(code))
     bad_codes = dict(zip(per_code[code].to_list(), per_code["r"].to_list(), strict=True))
-    rows = rows.filter(~pl.col(code).is_in(list(bad_codes)))
 
     # 4. columns again, on the rows that remain
-    again = _feature_ratios(rows, kept, schema)
-    late = {f: v for f, v in sorted(again.items(), key=lambda kv: -kv[1]) if v > r}
+    remain = per_stock.filter(~pl.col(code).is_in(list(bad_codes)) & (pl.col("len") > 0))
+    late = _over(_ratios({f: int(remain[f"m:{f}"].sum()) for f in kept}, int(remain["len"].sum())), r)
+    rows = lf.filter(~pl.col(date).is_in(list(bad_dates))).filter(~pl.col(code).is_in(list(bad_codes)))
     drop = set(bad_cols) | set(late)
     out_cols = [c for c in schema.names() if c not in drop]
     result = rows.select(out_cols)

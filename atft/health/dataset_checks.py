@@ -1,26 +1,21 @@
-"""Dataset health checks (``atft check-data``): per-date aggregates of ONE streaming pass.
+"""Dataset health checks (``atft check-data``): small functions of the per-date statistics.
 
-``run_checks`` reads the data once (``atft.health.scan``: polars decodes record batches, numpy
-folds each into additive per-date sums: counts, null/NaN counts, min / max, +-inf counts, the
-pairwise-complete moment sums of every (feature, target, date), distinct (date, code) pairs).
-Every check reads those sums; nothing is materialized, so files larger than RAM are checked in
-one batch of memory plus the per-date sums. A check called on its own runs a pass over just the
-columns it needs. ``CHECKS`` is the registry; ``run_checks`` runs it, ``run_checks_by_name``
-keeps its results per check.
+Every check reads a ``DatasetStats`` (``atft.data.stats``: one pass over the data, per-date
+counts, min / max, +-inf, target counts outside the legitimate tail, the leakage medians, the
+1-day bound) and returns ``CheckResult`` rows; its body is a polars expression over
+``DatasetStats.per_date`` or a comparison of a measured figure. A check also takes the data
+itself (a path, LazyFrame or DataFrame) and then measures only the part it needs.
+``run_checks_by_name`` builds the statistics once and runs the registry ``CHECKS``.
 
-Definitions (design.md section 7):
+Definitions (design.md section 7; the measured ones in ``atft.data.stats``):
 
-* missing = ``is_null() | is_nan()`` (polars ``null_count`` ignores float NaN).
-* legitimate tail of target h: the last h rows of each stock (the last h dates of the panel,
-  and the h rows before a stock's last date when it delists). These rows have no h-day target
-  and are excluded from target NaN ratios (numerator and denominator).
+* missing = ``is_null() | is_nan()``; target ratios leave out the legitimate tail (the last h
+  rows of each stock), numerator and denominator.
 * constant: spread ``max - min <= CONST_ATOL + CONST_RTOL * max(|max|, |min|)`` over the
   non-missing values (all-missing counts as constant); cross-sectionally constant on a date
   when at least 2 stocks have a value and their spread is that small.
-* leakage: per date, Pearson(feature, target) over the rows where both exist (dates with fewer
-  than ``MIN_CORR_PAIRS`` pairs skipped; a date with +-inf in either column has none); the figure
-  is the median over dates of the absolute value; above ``health.leak_corr`` the feature is a
-  near-copy of the target.
+* leakage: the median over dates of |per-date Pearson(feature, target)|; above
+  ``health.leak_corr`` the feature is a near-copy of the target.
 * 1-day return bound: share of non-missing 1-day targets with ``|r| > health.max_abs_return_1d``;
   it must be exactly 0 (a 100 %+ daily move is an unadjusted split or a unit error, not data).
 """
@@ -31,34 +26,49 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 
 from atft.config import Config
-from atft.data.schema import (
+from atft.data.batches import open_source
+from atft.data.schema import (  # noqa: F401 (feature_columns / legit_tail: part of this module's API)
     feature_columns,
     legit_tail,
-    missing,
     selection_problems,
     target_columns,
 )
-from atft.data.source import scan
-from atft.data.stats import ENGINE, _Plan, _Scan, _scan, remember_row_groups
-from atft.errors import DataError
+from atft.data.stats import DatasetStats, build_stats
 from atft.health.result import CheckResult
 from atft.horizons import Horizons, looks_like_target
 
-CheckFn = Callable[[pl.LazyFrame, Config], list[CheckResult]]
+Data = DatasetStats | pl.LazyFrame | pl.DataFrame | str | Path
+CheckFn = Callable[[Data, Config], list[CheckResult]]
 CONST_ATOL = 1e-12  # absolute spread below which values count as equal
 CONST_RTOL = 1e-7  # relative spread (float32 resolution) below which values count as equal
 N_EXAMPLES = 5  # failing cases listed per result
 
 
 # ----------------------------------------------------------------------------- shared pieces
+
+
+def stats_of(data: Data, cfg: Config, part: str) -> DatasetStats:
+    """``data``'s statistics: the object itself, or (a check run alone) a pass measuring ``part``.
+
+    Raises:
+        ValueError: ``data`` is a ``DatasetStats`` built without ``part``.
+    """
+    if isinstance(data, DatasetStats):
+        if part not in data.parts:
+            raise ValueError(f"these DatasetStats were built without '{part}' (parts {sorted(data.parts)}); "
+                             "build them with build_stats(data, cfg) for every check")
+        return data
+    return build_stats(data, cfg, {part})
+
+
+def _schema(data: Data, cfg: Config) -> pl.Schema:
+    return data.schema if isinstance(data, DatasetStats) else as_lazy(data, cfg).collect_schema()
 
 
 def _fmt(x: float) -> str:
@@ -73,132 +83,35 @@ def _ratio_results(kind: str, ratios: dict[str, float], limit: float, cause: str
                                 "column upstream or drop it (atft filter-data).") for c, r in ratios.items()]
 
 
-_MEMO: ContextVar[dict[str, Any] | None] = ContextVar("atft_check_data_memo", default=None)
-T = TypeVar("T")
-
-
-def _shared(key: str, compute: Callable[[], T]) -> T:
-    """``compute()`` once per ``run_checks`` call (the checks of one run share their aggregates);
-    outside ``run_checks`` every call computes afresh."""
-    memo = _MEMO.get()
-    if memo is None:
-        return compute()
-    if key not in memo:
-        memo[key] = compute()
-    return memo[key]  # type: ignore[no-any-return]
-
-
 def _zero_spread(hi: pl.Expr, lo: pl.Expr) -> pl.Expr:
     """``hi - lo`` within float32 resolution of the values (see CONST_ATOL / CONST_RTOL)."""
     return (hi - lo) <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs())
 
 
-# ----------------------------------------------------------------------------- which pass: alone or shared
-
-
-def _plan(lf: pl.LazyFrame, cfg: Config, part: str) -> _Plan:
-    """The pass for ``part``: "all" (``run_checks``), or what one check alone needs: "rows"
-    (``date_stats``), "targets", "ret" (1-day bound) or "leak"."""
-    schema, d, hz = lf.collect_schema(), cfg.data, Horizons.from_config(cfg)
-    sel, problems = selection_problems(schema, cfg)
-    feats = [f for f in sel if f in schema and schema[f].is_numeric()] if part in ("all", "rows", "leak") else []
-    targets = target_columns(schema, cfg) if part != "ret" else []
-    floats = [n for n, t in schema.items() if t.is_float()] if part in ("all", "rows") else []
-    in_block = {c for c in (*feats, *targets) if schema[c] == pl.Float32}
-    exact = list(dict.fromkeys([f for f in feats if schema[f] != pl.Float32 and part != "leak"]
-                               + [c for c in floats if c not in in_block]))
-    t1 = hz.targets[hz.index(1)] if 1 in hz.horizons else None
-    return _Plan(d.date_col, d.code_col if part in ("all", "rows", "targets") else None, feats, targets,
-                 [hz.horizons[hz.targets.index(t)] for t in targets] if part in ("all", "targets") else [],
-                 exact, floats, part in ("all", "leak") and not problems and bool(feats) and bool(targets),
-                 (t1, cfg.health.max_abs_return_1d) if t1 is not None and t1 in schema and part in ("all", "ret") else None)
-
-
-def _scan_stats(lf: pl.LazyFrame, cfg: Config, part: str) -> _Scan:
-    """Inside ``run_checks`` one pass measures everything for every check; alone, a check's pass
-    reads only the columns it needs (see ``_plan``)."""
-    if _MEMO.get() is None:
-        return _scan(lf, _plan(lf, cfg, part))
-    return _shared("scan", lambda: _scan(lf, _plan(lf, cfg, "all")))
-
-
-# ----------------------------------------------------------------------------- aggregates of the pass
-
-
-def date_stats(lf: pl.LazyFrame, cfg: Config) -> pl.DataFrame:
-    """Per date (date order), from the one streaming pass, everything the row-wise checks need.
-
-    Columns: ``Date``, ``len`` (rows), per feature f ``m:f`` (null/NaN count), ``k:f``
-    (non-missing count), ``lo:f`` / ``hi:f`` (min / max over the non-missing values, null when
-    none), per float column c ``i:c`` (+-inf count), ``stocks`` (distinct codes). Shared by the
-    checks of one ``run_checks`` call.
+def date_stats(data: Data, cfg: Config) -> pl.DataFrame:
+    """Per date (date order, a null date first) what the row-wise checks read:
+    ``DatasetStats.row_stats`` (columns ``Date``, ``len``, ``m:f`` / ``k:f`` / ``lo:f`` / ``hi:f``
+    per feature, ``i:c`` per float column, ``stocks``).
 
     Shapes:
-        -> ``[G, 3 + 4 F + C]`` frame: G dates (date order, a null date first), F features,
-        C float columns.
+        -> ``[G, 3 + 4 F + C]`` frame: G dates, F features, C float columns.
     """
-    def compute() -> pl.DataFrame:
-        s, u32 = _scan_stats(lf, cfg, "rows"), pl.UInt32
-        cols = [s.dates, pl.Series("len", s.rows, u32)]
-        for j, f in enumerate(s.plan.feats):
-            cols += [pl.Series(f"m:{f}", s.miss[:, j], u32), pl.Series(f"k:{f}", s.rows - s.miss[:, j], u32)]
-            if s.exact is not None and f"lo:{f}" in s.exact.columns:  # not float32: its own dtype
-                cols += [s.exact[f"lo:{f}"], s.exact[f"hi:{f}"]]
-            else:
-                cols += [pl.Series(f"lo:{f}", s.lo[:, j]).fill_nan(None), pl.Series(f"hi:{f}", s.hi[:, j]).fill_nan(None)]
-        cols += [pl.Series(f"i:{c}", s.inf[c], u32) for c in s.plan.floats]
-        return pl.DataFrame([*cols, pl.Series("stocks", s.stocks, u32)])
-
-    return _shared("date_stats", compute)
-
-
-def _target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
-    """(targets, per date: missing count ``m:t`` and eligible count ``n:t`` per target, tail
-    excluded), shared by the checks of one ``run_checks`` call."""
-    return _shared("target_date_stats", lambda: _compute_target_date_stats(lf, cfg))
-
-
-def _compute_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
-    """``_target_date_stats`` from the pass's (date, code) bitmap (``_Accumulator._tail``), or
-    by ``_polars_target_date_stats`` where the pass has no tail (duplicate rows, > 64 targets)."""
-    s = _scan_stats(lf, cfg, "targets")
-    targets = s.plan.targets
-    if not targets:
-        return [], pl.DataFrame()
-    if s.target_miss is None or s.target_rows is None:  # duplicate (Code, Date): polars' ordinal rank
-        return _polars_target_date_stats(lf, cfg)
-    return targets, pl.DataFrame([s.dates, *(pl.Series(f"{k}:{t}", a[:, j], pl.UInt32) for j, t in enumerate(targets)
-                                             for k, a in (("m", s.target_miss), ("n", s.target_rows)))])
-
-
-def _polars_target_date_stats(lf: pl.LazyFrame, cfg: Config) -> tuple[list[str], pl.DataFrame]:
-    """``_target_date_stats`` by a polars group_by (the tail by ``legit_tail``); used when
-    duplicate rows make "the last h rows of a stock" depend on the row order."""
-    schema = lf.collect_schema()
-    d, hz = cfg.data, Horizons.from_config(cfg)
-    pairs = [(h, t) for h, t in zip(hz.horizons, hz.targets, strict=True) if t in schema]
-    tails = [legit_tail(h, d.code_col, d.date_col).alias(f"_tail:{t}") for h, t in pairs]
-    agg = [e for _, t in pairs for e in (
-        (missing(t, schema[t]) & ~pl.col(f"_tail:{t}")).sum().alias(f"m:{t}"),
-        (~pl.col(f"_tail:{t}")).sum().alias(f"n:{t}"))]
-    stats = (lf.select(d.code_col, d.date_col, *(t for _, t in pairs)).with_columns(tails)
-             .group_by(d.date_col).agg(agg).sort(d.date_col).collect(engine=ENGINE))
-    return [t for _, t in pairs], stats
+    return stats_of(data, cfg, "rows").row_stats()
 
 
 # ----------------------------------------------------------------------------- the checks
 
 
-def check_feature_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_feature_columns(data: Data, cfg: Config) -> list[CheckResult]:
     """The feature selection is valid: figure = number of problems (see ``feature_columns``)."""
-    feats, problems = selection_problems(lf.collect_schema(), cfg)
+    feats, problems = selection_problems(_schema(data, cfg), cfg)
     return [CheckResult.compare("feature_columns", len(problems), 0, "<=", " ".join(problems),
                                 [f"{len(feats)} features"])]
 
 
-def check_target_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_target_columns(data: Data, cfg: Config) -> list[CheckResult]:
     """Every configured target column exists (else name the missing ones and the look-alikes)."""
-    schema = lf.collect_schema()
+    schema = _schema(data, cfg)
     hz = Horizons.from_config(cfg)
     absent = [t for t in hz.targets if t not in schema]
     alike = sorted(c for c in schema.names() if looks_like_target(c) and c not in hz.targets)
@@ -210,20 +123,23 @@ def check_target_columns(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     return [CheckResult.compare("target_columns", len(absent), 0, "<=", msg, absent)]
 
 
-def check_target_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_target_nan_ratio(data: Data, cfg: Config) -> list[CheckResult]:
     """Per target: null/NaN share outside the legitimate tail <= health.max_nan_ratio."""
-    targets, s = _target_date_stats(lf, cfg)
-    ratios = {t: (s[f"m:{t}"].sum() / n if (n := s[f"n:{t}"].sum()) else math.nan) for t in targets}
+    s = stats_of(data, cfg, "targets")
+    row = s.per_date.select([(pl.col(f"tm:{t}").sum() / pl.col(f"te:{t}").sum()).alias(t)
+                             for t in s.targets]).row(0, named=True) if s.targets else {}
+    ratios = {t: (float(v) if v is not None and math.isfinite(v) else math.nan) for t, v in row.items()}
     return _ratio_results("target_nan_ratio", ratios, cfg.health.max_nan_ratio,
                           "outside the legitimate last-h-rows tail")
 
 
-def check_target_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_target_date_nan_ratio(data: Data, cfg: Config) -> list[CheckResult]:
     """Per target: the worst date's null/NaN share (tail excluded) <= health.max_date_nan_ratio."""
-    targets, s = _target_date_stats(lf, cfg)
-    out, limit, date = [], cfg.health.max_date_nan_ratio, cfg.data.date_col
-    for t in targets:
-        r = (s.select(date, pl.when(pl.col(f"n:{t}") > 0).then(pl.col(f"m:{t}") / pl.col(f"n:{t}")).alias("r"))
+    s = stats_of(data, cfg, "targets")
+    out, limit, date = [], cfg.health.max_date_nan_ratio, s.date_col
+    for t in s.targets:
+        r = (s.per_date.select(date, pl.when(pl.col(f"te:{t}") > 0).then(pl.col(f"tm:{t}") / pl.col(f"te:{t}"))
+                               .alias("r"))
              .filter(pl.col("r").is_not_null()).sort("r", descending=True))
         worst = float(r["r"][0]) if r.height else math.nan
         bad = r.filter(pl.col("r") > limit)
@@ -235,18 +151,19 @@ def check_target_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResu
     return out
 
 
-def check_feature_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """Per feature: null/NaN share over all rows <= health.max_nan_ratio (from ``date_stats``)."""
-    feats, s = feature_columns(lf.collect_schema(), cfg), date_stats(lf, cfg)
-    rows = int(s["len"].sum())
-    ratios = {f: (int(s[f"m:{f}"].sum()) / rows if rows else math.nan) for f in feats}
+def check_feature_nan_ratio(data: Data, cfg: Config) -> list[CheckResult]:
+    """Per feature: null/NaN share over all rows <= health.max_nan_ratio."""
+    s = stats_of(data, cfg, "rows")
+    feats, rows = feature_columns(s.schema, cfg), int(s.per_date["len"].sum())
+    ratios = {f: (int(s.per_date[f"m:{f}"].sum()) / rows if rows else math.nan) for f in feats}
     return _ratio_results("feature_nan_ratio", ratios, cfg.health.max_nan_ratio, "over all rows")
 
 
-def check_feature_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """Worst (feature, date) null/NaN share <= health.max_date_nan_ratio (from ``date_stats``)."""
-    feats, date = feature_columns(lf.collect_schema(), cfg), cfg.data.date_col
-    per_date = (date_stats(lf, cfg).select(date, *[(pl.col(f"m:{f}") / pl.col("len")).alias(f) for f in feats])
+def check_feature_date_nan_ratio(data: Data, cfg: Config) -> list[CheckResult]:
+    """Worst (feature, date) null/NaN share <= health.max_date_nan_ratio."""
+    s = stats_of(data, cfg, "rows")
+    feats, date = feature_columns(s.schema, cfg), s.date_col
+    per_date = (s.per_date.select(date, *[(pl.col(f"m:{f}") / pl.col("len")).alias(f) for f in feats])
                 .unpivot(index=date, variable_name="feature", value_name="r")
                 .sort("r", date, "feature", descending=[True, False, False]))
     limit = cfg.health.max_date_nan_ratio
@@ -259,10 +176,10 @@ def check_feature_date_nan_ratio(lf: pl.LazyFrame, cfg: Config) -> list[CheckRes
                                 "Fix: repair those dates upstream or drop them (atft filter-data).", ex)]
 
 
-def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """No +-inf in any float column (per-column counts from ``date_stats``)."""
-    s = date_stats(lf, cfg)
-    counts = {c.removeprefix("i:"): int(s[c].sum()) for c in s.columns if c.startswith("i:")}
+def check_infinite(data: Data, cfg: Config) -> list[CheckResult]:
+    """No +-inf in any float column."""
+    s = stats_of(data, cfg, "rows")
+    counts = {c: int(s.per_date[f"i:{c}"].sum()) for c in s.floats}
     bad = {c: n for c, n in counts.items() if n}
     return [CheckResult.compare("infinite_values", sum(bad.values()), 0, "<=",
                                 f"+-inf in columns {sorted(bad)} (a division by zero upstream, e.g. a "
@@ -270,24 +187,19 @@ def check_infinite(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
                                 [f"{c}: {n}" for c, n in sorted(bad.items())])]
 
 
-def check_duplicates(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_duplicates(data: Data, cfg: Config) -> list[CheckResult]:
     """No duplicate (Code, Date): figure = rows minus distinct keys (per date: rows - distinct codes)."""
-    code, date = cfg.data.code_col, cfg.data.date_col
-    s = date_stats(lf, cfg)
-    extra = int(s["len"].sum() - s["stocks"].sum())
-    ex: list[object] = []
-    if extra:
-        ex = (lf.group_by(code, date).len().filter(pl.col("len") > 1).sort(code, date)
-              .head(N_EXAMPLES).collect(engine=ENGINE).rows())
+    s = stats_of(data, cfg, "rows")
+    extra = int(s.per_date["len"].sum() - s.per_date["stocks"].sum())
     return [CheckResult.compare("duplicate_rows", extra, 0, "<=",
                                 f"{extra} extra rows share a (Code, Date) with another row. Fix: keep one "
-                                "row per stock and date (deduplicate upstream).", ex)]
+                                "row per stock and date (deduplicate upstream).", list(s.duplicate_examples))]
 
 
-def check_min_stocks(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
-    """Every date has at least data.min_stocks stocks (distinct codes, from ``date_stats``)."""
-    date, k = cfg.data.date_col, cfg.data.min_stocks
-    per = date_stats(lf, cfg).select(date, pl.col("stocks").alias("n")).sort("n", date)
+def check_min_stocks(data: Data, cfg: Config) -> list[CheckResult]:
+    """Every date has at least data.min_stocks stocks (distinct codes)."""
+    s, k = stats_of(data, cfg, "rows"), cfg.data.min_stocks
+    per = s.per_date.select(s.date_col, pl.col("stocks").alias("n")).sort("n", s.date_col)
     bad = per.filter(pl.col("n") < k)
     return [CheckResult.compare("min_stocks_per_date", float(per["n"].min()) if per.height else math.nan,
                                 k, ">=", f"{bad.height} date(s) have fewer than data.min_stocks={k} stocks. "
@@ -295,11 +207,12 @@ def check_min_stocks(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
                                 [f"{d}: {n}" for d, n in bad.head(N_EXAMPLES).rows()])]
 
 
-def check_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_constant_features(data: Data, cfg: Config) -> list[CheckResult]:
     """No model-input column is constant over the whole frame (or entirely missing)."""
-    feats = feature_columns(lf.collect_schema(), cfg)
-    row = (date_stats(lf, cfg).select([_zero_spread(pl.col(f"hi:{f}").max(), pl.col(f"lo:{f}").min())
-                                       .fill_null(True).alias(f) for f in feats]).row(0, named=True))
+    s = stats_of(data, cfg, "rows")
+    feats = feature_columns(s.schema, cfg)
+    row = s.per_date.select([_zero_spread(pl.col(f"hi:{f}").max(), pl.col(f"lo:{f}").min()).fill_null(True).alias(f)
+                             for f in feats]).row(0, named=True)
     const = [f for f in feats if row[f]]
     return [CheckResult.compare("constant_feature", len(const), 0, "<=",
                                 f"features {const[:N_EXAMPLES]} are constant on every row: the model "
@@ -307,13 +220,13 @@ def check_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
                                 "data.exclude.", const)]
 
 
-def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_cs_constant_features(data: Data, cfg: Config) -> list[CheckResult]:
     """Share of dates on which a feature is cross-sectionally constant <= max_constant_date_share."""
-    feats = feature_columns(lf.collect_schema(), cfg)
+    s = stats_of(data, cfg, "rows")
+    feats = feature_columns(s.schema, cfg)
     two = {f: pl.col(f"k:{f}") >= 2 for f in feats}  # dates with a cross-section to compare
-    row = (date_stats(lf, cfg)
-           .select([((_zero_spread(pl.col(f"hi:{f}"), pl.col(f"lo:{f}")) & two[f]).sum() / two[f].sum()).alias(f)
-                    for f in feats]).row(0, named=True))
+    row = (s.per_date.select([((_zero_spread(pl.col(f"hi:{f}"), pl.col(f"lo:{f}")) & two[f]).sum() / two[f].sum())
+                              .alias(f) for f in feats]).row(0, named=True))
     # a feature that never has 2 values on one date shows no cross-section at all: share 1
     share = {f: (float(row[f]) if row[f] is not None and row[f] == row[f] else 1.0) for f in feats}
     limit = cfg.health.max_constant_date_share
@@ -327,14 +240,14 @@ def check_cs_constant_features(lf: pl.LazyFrame, cfg: Config) -> list[CheckResul
                                 [f"{f}: {_fmt(share[f])}" for f in bad[:N_EXAMPLES]])]
 
 
-def check_leakage(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_leakage(data: Data, cfg: Config) -> list[CheckResult]:
     """Per target: max over features of median-over-dates |Pearson(feature, target)| <= leak_corr."""
-    schema = lf.collect_schema()
+    schema = _schema(data, cfg)
     feats, targets = feature_columns(schema, cfg), target_columns(schema, cfg)
     if not targets:
         return []
-    leak = _scan_stats(lf, cfg, "leak").leak
-    meds = leak if leak is not None else np.full((len(feats), len(targets)), np.nan)  # [F, t]
+    leak = stats_of(data, cfg, "leak").leak
+    meds = leak if leak is not None else np.full((len(feats), len(targets)), np.nan)  # [F, T]
     out, limit = [], cfg.health.leak_corr
     for j, t in enumerate(targets):
         med = {f: float(v) for f, v in zip(feats, meds[:, j].tolist(), strict=True) if v == v}
@@ -348,23 +261,19 @@ def check_leakage(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
     return out
 
 
-def check_return_bound(lf: pl.LazyFrame, cfg: Config) -> list[CheckResult]:
+def check_return_bound(data: Data, cfg: Config) -> list[CheckResult]:
     """Share of 1-day targets with |r| > health.max_abs_return_1d must be 0 (no 1-day horizon: none)."""
-    hz, schema, d = Horizons.from_config(cfg), lf.collect_schema(), cfg.data
+    hz, schema = Horizons.from_config(cfg), _schema(data, cfg)
     if 1 not in hz.horizons or hz.targets[hz.index(1)] not in schema:
         return []
-    t, bound = hz.targets[hz.index(1)], cfg.health.max_abs_return_1d
-    y = pl.col(t).fill_nan(None)
-    n_bad, n_valid = _scan_stats(lf, cfg, "ret").ret
+    s, bound = stats_of(data, cfg, "ret"), cfg.health.max_abs_return_1d
+    assert s.ret_1d is not None
+    t, n_bad, n_valid = s.ret_1d
     share = n_bad / n_valid if n_valid else math.nan
-    ex: list[object] = []
-    if n_bad:
-        ex = (lf.filter(y.abs() > bound).select(d.code_col, d.date_col, t).sort(t, descending=True)
-              .head(N_EXAMPLES).collect(engine=ENGINE).rows())
     return [CheckResult.compare(f"return_bound_1d[{t}]", share, 0.0, "<=",
                                 f"{n_bad} one-day returns exceed |{bound}| (unadjusted split, price unit "
                                 "change or a bad tick). Fix: use split-adjusted prices and remove bad ticks.",
-                                ex)]
+                                list(s.ret_examples))]
 
 
 CHECKS: dict[str, CheckFn] = {
@@ -393,39 +302,20 @@ def as_lazy(data: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> pl.L
     Raises:
         DataError: the frame lacks data.code_col / data.date_col (a path: see ``scan``).
     """
-    if isinstance(data, (str, Path)):
-        lf = scan(data, cfg.data.code_col, cfg.data.date_col)
-        remember_row_groups(lf, data)  # its batches: whole row groups
-        return lf
-    lf = data.lazy()
-    missing_ids = [c for c in (cfg.data.code_col, cfg.data.date_col) if c not in lf.collect_schema()]
-    if missing_ids:
-        raise DataError(f"frame has no {missing_ids} column(s). Fix: name the stock id and date columns "
-                        "as data.code_col / data.date_col say.")
-    return lf
+    return open_source(data, cfg.data.code_col, cfg.data.date_col).lf
 
 
-def run_checks_by_name(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path,
-                       cfg: Config) -> dict[str, list[CheckResult]]:
-    """Every check in ``CHECKS`` over one shared pass: check name -> its results, registry order.
-
-    The checks in ``FEATURE_CHECKS`` are left out when the feature selection itself fails.
+def run_checks_by_name(data: Data, cfg: Config) -> dict[str, list[CheckResult]]:
+    """Every check in ``CHECKS`` over one ``DatasetStats`` (built here unless given): check name
+    -> its results, registry order. The checks in ``FEATURE_CHECKS`` are left out when the
+    feature selection itself fails.
     """
-    lf = as_lazy(lf_or_path, cfg)
-    selection_ok = check_feature_columns(lf, cfg)[0].passed
-    out: dict[str, list[CheckResult]] = {}
-    token = _MEMO.set({})  # aggregates shared by the checks of this call only
-    try:
-        for name, fn in CHECKS.items():
-            if name in FEATURE_CHECKS and not selection_ok:
-                continue
-            out[name] = fn(lf, cfg)
-    finally:
-        _MEMO.reset(token)
-    return out
+    stats = data if isinstance(data, DatasetStats) else build_stats(data, cfg)
+    selection_ok = check_feature_columns(stats, cfg)[0].passed
+    return {name: fn(stats, cfg) for name, fn in CHECKS.items() if selection_ok or name not in FEATURE_CHECKS}
 
 
-def run_checks(lf_or_path: pl.LazyFrame | pl.DataFrame | str | Path, cfg: Config) -> list[CheckResult]:
+def run_checks(data: Data, cfg: Config) -> list[CheckResult]:
     """Run every check in ``CHECKS`` (one pass); feature checks are skipped when the selection
     itself fails. The results of ``run_checks_by_name``, flat."""
-    return [r for results in run_checks_by_name(lf_or_path, cfg).values() for r in results]
+    return [r for results in run_checks_by_name(data, cfg).values() for r in results]
