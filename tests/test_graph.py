@@ -12,8 +12,7 @@ from atft.config import GraphConfig
 from atft.data.panel import Panel
 from atft.errors import InputError
 from atft.graph.builder import GraphBuilder
-from tests.reference import raw_builder
-from tests.reference import pairwise_corr
+from tests.reference import pairwise_corr, raw_builder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 

@@ -15,9 +15,8 @@ from atft.data.loader import DayBatchLoader
 from atft.data.normalize import NormalizedPanel, Normalizer
 from atft.data.panel import Panel
 from atft.errors import InputError
-from atft.graph.builder import GraphBuilder
-from tests.reference import raw_builder
 from atft.train.prepare import prepare
+from tests.reference import raw_builder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 D0 = dt.date(2022, 1, 3)
