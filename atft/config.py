@@ -86,6 +86,7 @@ class ModelConfig:
     num_features: int = 0  # F expected from the data; 0 = take it from the data (then fixed in checkpoints)
     hidden_size: int = 64  # H: width of every block
     vsn_selection: str = "softmax"  # variable-selection weights: "softmax" | "sigmoid"
+    vsn_hidden: int = 32  # per-feature embedding/GRN width d of the VSN, then one Linear d -> hidden_size; 0 or >= hidden_size = full width (no projection)
     lstm_layers: int = 1  # layers of the TFT encoder's LSTM
     attention_heads: int = 4  # heads of the TFT self-attention
     dropout: float = 0.1  # dropout inside GRNs, LSTM output and attention
@@ -332,6 +333,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.quantiles must be increasing in (0, 1) and contain 0.5, got {qs}.")
     if m.vsn_selection not in ("softmax", "sigmoid"):
         raise ConfigError(f"model.vsn_selection must be softmax|sigmoid, got '{m.vsn_selection}'.")
+    if m.vsn_hidden < 0:
+        raise ConfigError(f"model.vsn_hidden must be >= 0 (0 = full width), got {m.vsn_hidden}.")
     if not m.gat_heads or any(h < 1 for h in m.gat_heads):
         raise ConfigError(f"model.gat_heads must list >= 1 heads per layer, got {m.gat_heads}.")
     if m.hidden_size % m.attention_heads:

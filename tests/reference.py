@@ -13,7 +13,6 @@ from torch import Tensor
 from atft.graph.builder import ROW_CHUNK, GraphBuilder, _corr_rows, _prepare
 from atft.model.vsn import VariableSelectionNetwork
 
-
 RAW_GRAPH = {"threshold": 0.3, "residual": "none", "rank_by": "abs"}  # the raw |rho| graph of the graph tests
 
 
@@ -39,7 +38,9 @@ def pairwise_corr(returns: np.ndarray) -> tuple[Tensor, Tensor]:
 def loop_reference(vsn: VariableSelectionNetwork, x: Tensor) -> tuple[Tensor, Tensor]:
     """The same VSN written the straightforward way: a Python loop over features, sharing weights.
 
-    For tests and the benchmark only (eval mode, no dropout). Shapes as ``VariableSelectionNetwork``.
+    Both forms: per-feature width d = ``vsn.feature_size`` (= H: full width, no projection; < H:
+    the selection-weighted sum at d, then ``vsn.project`` to H). For tests and the benchmark only
+    (eval mode, no dropout). Shapes as ``VariableSelectionNetwork``.
     """
     n, t, f = x.shape
     flat = x.reshape(n * t, f)
@@ -51,12 +52,15 @@ def loop_reference(vsn: VariableSelectionNetwork, x: Tensor) -> tuple[Tensor, Te
                                          norm.weight, norm.bias)]
     outs = []
     for i, (we, be, w1, b1, w2, b2, wg, bg, wn, bn) in enumerate(zip(*per_feature, strict=True)):
-        e = flat[:, i : i + 1] @ we + be  # [B, H]
-        eta1 = F.elu(e @ w1 + b1) @ w2 + b2  # [B, H]
+        e = flat[:, i : i + 1] @ we + be  # [B, d]
+        eta1 = F.elu(e @ w1 + b1) @ w2 + b2  # [B, d]
         value, gate = (eta1 @ wg + bg).chunk(2, dim=-1)
-        y = F.layer_norm(e + value * torch.sigmoid(gate), (vsn.hidden_size,), eps=norm.eps)
-        outs.append(y * wn + bn)  # [B, H]
-    xi = torch.stack(outs, dim=1)  # [B, F, H]
+        y = F.layer_norm(e + value * torch.sigmoid(gate), (vsn.feature_size,), eps=norm.eps)
+        outs.append(y * wn + bn)  # [B, d]
+    xi = torch.stack(outs, dim=1)  # [B, F, d]
     v = vsn.weights(flat)  # [B, F]
-    out = (xi * v.unsqueeze(-1)).sum(dim=1)
+    out = (xi * v.unsqueeze(-1)).sum(dim=1)  # [B, d]
+    if vsn.project is not None:
+        out = out @ vsn.project.weight.t() + vsn.project.bias  # [B, H]
     return out.reshape(n, t, vsn.hidden_size), v.reshape(n, t, f)
+

@@ -55,6 +55,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         num_features: F, input features per stock and day.
         horizons: forecast horizons in days (output keys ``horizon_{h}d``).
         hidden_size: H.
+        vsn_hidden: per-feature width d of the variable selection (then one Linear d -> H);
+            0 or ``>= hidden_size``: the full-width form (``VariableSelectionNetwork``).
         quantiles: increasing levels containing 0.5 (the point forecast).
         gat_heads: heads per GAT layer; None switches the graph path off (``gat``/``fusion`` None).
         adaptive_norm: FAN + SAN on the temporal sequence (off: ``fan``/``san`` None).
@@ -74,6 +76,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                  hidden_size: int = ModelConfig.hidden_size,
                  quantiles: Sequence[float] = (0.2, 0.5, 0.8),
                  vsn_selection: str = ModelConfig.vsn_selection,
+                 vsn_hidden: int = ModelConfig.vsn_hidden,
                  lstm_layers: int = ModelConfig.lstm_layers,
                  attention_heads: int = ModelConfig.attention_heads,
                  dropout: float = ModelConfig.dropout,
@@ -95,7 +98,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.num_features, self.hidden_size = num_features, hidden_size
         self.keys = [output_key(h) for h in horizons]
         self.quantiles = [float(q) for q in quantiles]
-        self.vsn = VariableSelectionNetwork(num_features, hidden_size, dropout=dropout, selection=vsn_selection)
+        self.vsn = VariableSelectionNetwork(num_features, hidden_size, feature_size=vsn_hidden or None,
+                                            dropout=dropout, selection=vsn_selection)
         self.fan = FrequencyAdaptiveNorm(hidden_size, top_k=fan_top_k) if adaptive_norm else None
         self.san = SliceAdaptiveNorm(hidden_size, slice_len=san_slice_len) if adaptive_norm else None
         # ReZero scale of the FAN/SAN branch, zero at init: the branch is unit-variance by
@@ -146,7 +150,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
             f = int(num_features)
         reason = f"model.use_gat={m.use_gat}, graph.enabled={cfg.graph.enabled}"
         return cls(f, list(cfg.data.horizons), hidden_size=m.hidden_size, quantiles=list(m.quantiles),
-                   vsn_selection=m.vsn_selection, lstm_layers=m.lstm_layers,
+                   vsn_selection=m.vsn_selection, vsn_hidden=m.vsn_hidden, lstm_layers=m.lstm_layers,
                    attention_heads=m.attention_heads, dropout=m.dropout, adaptive_norm=m.adaptive_norm,
                    fan_top_k=m.fan_top_k, san_slice_len=m.san_slice_len,
                    gat_heads=list(m.gat_heads) if cfg.graph_on else None, gat_dropout=m.gat_dropout,
