@@ -1,4 +1,5 @@
-"""GPU gates (cuda): memory freed after a mini-train, utilization during a short run.
+"""GPU gates (cuda): memory freed after a mini-train, utilization during a short run, no host
+synchronisation in the model's training forward / backward / optimizer step.
 
 Skipped without a GPU unless ``--require-cuda`` (then they fail). Run alone: xdist_group("cuda").
 """
@@ -82,3 +83,33 @@ def test_gpu_utilization_during_training(cuda_model, atft_prepared, atft_config,
     with NvmlSampler(device_uuid(0)) as sampler:
         n, secs = run(60)
     health.check(check_gpu_utilization(sampler.samples, atft_config.health.gpu_util, n / secs))
+
+
+def test_training_step_does_not_synchronise_with_the_host(cuda_model, atft_prepared, atft_config):
+    """``set_sync_debug_mode("error")`` around forward, backward, clipping and the AdamW step: any
+    ``.item()`` / ``nonzero`` / boolean-mask indexing there raises. The batch is validated on the
+    CPU where it is built (the loader); the loss reads its valid counts on the host once, between
+    forward and backward, outside the checked region (its documented single sync)."""
+    from atft.train.loss import MultiHorizonLoss
+
+    loss_fn = MultiHorizonLoss.from_config(atft_config)
+    opt = torch.optim.AdamW(cuda_model.parameters(), lr=1e-4)
+    batch = atft_prepared.day_batch("train", 0).to("cuda")
+    cuda_model.train()
+    for _ in range(2):  # the second step runs with the optimizer state already allocated
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = cuda_model(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        lo = loss_fn(out, batch)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.zero_grad(set_to_none=True)
+            lo.total.backward()
+            torch.nn.utils.clip_grad_norm_(cuda_model.parameters(), 1.0)
+            opt.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()

@@ -40,7 +40,8 @@ def test_edge_case_batches_give_finite_outputs_or_clear_error(eval_model, atft_c
         b = make_batch(spec["n"], spec["t"], atft_prepared.num_features, len(horizons), edges=spec["edges"],
                        seed=spec["seed"], nan_features=spec["nan_features"],
                        all_targets_missing=spec["all_targets_missing"], days=spec["days"])
-        try:
+        try:  # the explicit validation (what the loader runs on every batch), then the model
+            eval_model.validate(b)
             with torch.no_grad():
                 out = eval_model(b)
         except AtftError as exc:  # a clear error is acceptable; it must name the problem

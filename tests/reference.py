@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from atft.graph.builder import ROW_CHUNK, GraphBuilder, _corr_rows, _prepare
+from atft.model.gat import GraphAttentionEncoder
 from atft.model.vsn import VariableSelectionNetwork
 
 RAW_GRAPH = {"threshold": 0.3, "residual": "none", "rank_by": "abs"}  # the raw |rho| graph of the graph tests
@@ -64,3 +65,24 @@ def loop_reference(vsn: VariableSelectionNetwork, x: Tensor) -> tuple[Tensor, Te
         out = out @ vsn.project.weight.t() + vsn.project.bias  # [B, H]
     return out.reshape(n, t, vsn.hidden_size), v.reshape(n, t, f)
 
+
+def pyg_self_loop_reference(gat: GraphAttentionEncoder, x: Tensor, edge_index: Tensor,
+                            edge_attr: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """``GraphAttentionEncoder`` the way PyG does it: edges dropped by a boolean mask
+    (``torch.rand(E) >= p``, as ``dropout_edge``), then ``GATv2Conv(add_self_loops=True,
+    fill_value="mean")`` (input self-loops removed by a mask, one per node appended). Same weights
+    and RNG stream as ``gat`` in eval mode or without attention dropout. Shapes as the encoder.
+    """
+    if gat.training and gat.edge_dropout > 0 and edge_index.shape[1] > 0:
+        kept = torch.rand(edge_index.shape[1]) >= gat.edge_dropout
+        edge_index, edge_attr = edge_index[:, kept], edge_attr[kept]
+    h, attention = x, []
+    for conv, norm in zip(gat.convs, gat.norms, strict=True):
+        conv.add_self_loops, conv.fill_value = True, "mean"
+        try:
+            m, (ei, alpha) = conv(h, edge_index, edge_attr, return_attention_weights=True)
+        finally:
+            conv.add_self_loops = False
+        attention.append((ei, alpha))
+        h = norm(h + gat.dropout(F.elu(m)))
+    return h, attention

@@ -17,7 +17,7 @@ from atft.model.grn import GLU, GatedResidualNetwork, GroupedLinear
 from atft.model.heads import MultiHorizonHeads, QuantileHead
 from atft.model.tft import TemporalEncoder
 from atft.model.vsn import VariableSelectionNetwork, params_per_feature
-from tests.reference import loop_reference
+from tests.reference import loop_reference, pyg_self_loop_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 
@@ -271,6 +271,26 @@ def test_gat_degenerate_graphs_and_edge_dropout_only_in_training() -> None:
     b = gat(x, ei, ea)[0]
     torch.manual_seed(1)
     assert not torch.allclose(a, b) and torch.equal(a, gat(x, ei, ea)[0])
+
+
+@pytest.mark.parametrize("edge_dropout", [0.0, 0.5])
+def test_gat_without_host_sync_equals_pyg_self_loops(edge_dropout: float) -> None:
+    """The phantom-node edges compute exactly GATv2Conv(add_self_loops=True) on the kept edges."""
+    torch.manual_seed(0)
+    gat = GraphAttentionEncoder(8, heads=(4, 2), dropout=0.0, edge_dropout=edge_dropout)
+    x = torch.randn(6, 8)
+    ei = torch.tensor([[0, 1, 2, 3, 3, 4, 5, 1], [1, 0, 1, 3, 4, 3, 4, 5]])  # a self-loop 3 -> 3; 2 has no in-edge
+    ea = torch.rand(8, 3)
+    for mode in (gat.eval, gat.train):
+        mode()
+        torch.manual_seed(7)
+        h, att = gat(x, ei, ea, return_attention=True)
+        torch.manual_seed(7)
+        want, want_att = pyg_self_loop_reference(gat, x, ei, ea)
+        torch.testing.assert_close(h, want, rtol=1e-5, atol=1e-6)
+        for (e1, a1), (e2, a2) in zip(att, want_att, strict=True):
+            assert torch.equal(e1, e2)
+            torch.testing.assert_close(a1, a2, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- fusion and heads

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from atft.config import Config, ModelConfig
 from atft.data.batch import DayBatch
-from atft.errors import DataError, ShapeError
+from atft.errors import ShapeError
 from atft.horizons import output_key
 from atft.model.adaptive_norm import FrequencyAdaptiveNorm, SliceAdaptiveNorm
 from atft.model.fusion import GatedFusion
@@ -171,6 +171,15 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
             nn.init.zeros_(self.linear_skip.weight)
             nn.init.zeros_(self.linear_skip.bias)
 
+    def validate(self, batch: DayBatch) -> None:
+        """The whole DayBatch contract for this model (F included), values read: the explicit,
+        synchronising check for batches that did not come from ``DayBatchLoader``.
+
+        Raises:
+            ShapeError: shapes, edge indices or another F. DataError: NaN/inf in the inputs.
+        """
+        batch.validate(self.num_features, len(self.keys))
+
     def parts(self) -> dict[str, nn.Module | None]:
         """Named parts for per-part gradient norms; switched-off parts are None."""
         return {"vsn": self.vsn, "tft": self.tft, "gat": self.gat, "fusion": self.fusion,
@@ -179,16 +188,14 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
     def forward(self, batch: DayBatch, return_attention: bool = False) -> dict[str, Any]:
         """Forecast every stock of the batch (output contract in the module docstring).
 
+        No host synchronisation: only shapes are checked here (``DayBatch.validate_shapes``);
+        the checks that read values (edge indices, NaN/inf) run where batches are built
+        (``DayBatchLoader``) or through ``validate`` (the health suite).
+
         Raises:
-            ShapeError: the batch breaks the DayBatch contract or has another F (both named).
-            DataError: NaN/inf in features or edge features.
+            ShapeError: the batch's shapes break the DayBatch contract or it has another F (both named).
         """
-        batch.validate(self.num_features)
-        for name, t in (("features", batch.features), ("edge_attr", batch.edge_attr)):
-            if not bool(torch.isfinite(t).all()):
-                raise DataError(f"batch {name} contain NaN/inf ({int((~torch.isfinite(t)).sum())} values). "
-                                "Fix: the DayBatch contract replaces missing values by 0 (flagged in "
-                                "`observed`) before the model; check the normalizer / loader.")
+        batch.validate_shapes(self.num_features)
         h, selection = self.vsn(batch.features)  # [N, T, H], [N, T, F]
         if self.fan is not None and self.san is not None and self.norm_scale is not None:
             h = h + self.norm_scale * self.san(self.fan(h))  # [N, T, H]
