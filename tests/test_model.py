@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from atft.cli import main as cli_main
 from atft.config import Config, load
 from atft.data.batch import DayBatch
-from atft.errors import DataError, ShapeError
+from atft.errors import ConfigError, DataError, ShapeError
 from atft.eval.spread import head_spread
 from atft.horizons import Horizons
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
@@ -158,6 +158,19 @@ def test_adaptive_norm_switch() -> None:
     on = build(smoke())
     assert on.fan is not None and on.san is not None
     assert len(list(m.parameters())) < len(list(on.parameters()))
+
+
+def test_vsn_width_from_config_embedded_default_keeps_the_full_width_form() -> None:
+    emb = ATFT_GAT_FAN.from_config(load("default", apply_env=False), 32)
+    assert emb.vsn.feature_size == 16 and emb.vsn.project is None  # hidden 16 <= vsn_hidden: today's form
+    prod = load("production", apply_env=False)
+    assert 0 < prod.model.vsn_hidden < prod.model.hidden_size
+    small = build(smoke("model.hidden_size=32", "model.vsn_hidden=8"))
+    assert small.vsn.feature_size == 8 and small.vsn.project is not None
+    assert small.vsn.feature_grns.fc2.weight.shape == (F, 8, 8)
+    assert build(smoke("model.hidden_size=32", "model.vsn_hidden=0")).vsn.feature_size == 32
+    with pytest.raises(ConfigError, match="vsn_hidden"):
+        smoke("model.vsn_hidden=-1")
 
 
 # ---------------------------------------------------------------- errors
