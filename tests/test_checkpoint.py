@@ -138,3 +138,22 @@ def test_diagnose_head_reads_a_checkpoint(tmp_path: Path, capsys: pytest.Capture
     assert main(["diagnose-head", "--config", "smoke", "--checkpoint", str(tmp_path / "best.pt"),
                  "model.num_features=7"]) == 2
     assert "F=5 features but model.num_features in the config has F=7" in capsys.readouterr().err
+
+
+def test_checkpoint_written_before_vsn_hidden_loads_as_the_full_width_form(tmp_path: Path) -> None:
+    cfg = smoke("model.hidden_size=64", "model.vsn_hidden=0")
+    torch.manual_seed(0)
+    model = ATFT_GAT_FAN.from_config(cfg, F).eval()
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, model, cfg, NORM)
+    ck = torch.load(path, weights_only=True)
+    del ck["config"]["model"]["vsn_hidden"]  # as written before the key existed
+    torch.save(ck, path)
+    restored = load_model(path)
+    assert restored.config.model.vsn_hidden == 0 and restored.model.vsn.project is None
+    assert load_model(path, smoke("model.hidden_size=64")).model.vsn.feature_size == 64
+    b = random_day_batch(6, cfg.data.sequence_length, F, 4, k=2, seed=3)
+    with torch.no_grad():
+        want, got = model(b)["predictions"], restored.model(b)["predictions"]
+    for k in want:
+        torch.testing.assert_close(got[k], want[k])

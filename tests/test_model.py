@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from atft.cli import main as cli_main
 from atft.config import Config, load
 from atft.data.batch import DayBatch
-from atft.errors import DataError, ShapeError
+from atft.errors import ConfigError, DataError, ShapeError
 from atft.eval.spread import head_spread
 from atft.horizons import Horizons
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
@@ -171,6 +171,19 @@ def test_adaptive_norm_switch() -> None:
     assert len(list(m.parameters())) < len(list(on.parameters()))
 
 
+def test_vsn_width_from_config_embedded_default_keeps_the_full_width_form() -> None:
+    emb = ATFT_GAT_FAN.from_config(load("default", apply_env=False), 32)
+    assert emb.vsn.feature_size == 16 and emb.vsn.project is None  # hidden 16 <= vsn_hidden: today's form
+    prod = load("production", apply_env=False)
+    assert 0 < prod.model.vsn_hidden < prod.model.hidden_size
+    small = build(smoke("model.hidden_size=32", "model.vsn_hidden=8"))
+    assert small.vsn.feature_size == 8 and small.vsn.project is not None
+    assert small.vsn.feature_grns.fc2.weight.shape == (F, 8, 8)
+    assert build(smoke("model.hidden_size=32", "model.vsn_hidden=0")).vsn.feature_size == 32
+    with pytest.raises(ConfigError, match="vsn_hidden"):
+        smoke("model.vsn_hidden=-1")
+
+
 # ---------------------------------------------------------------- errors
 def test_feature_count_mismatch_names_both_numbers(model: ATFT_GAT_FAN) -> None:
     b = random_day_batch(4, T, F + 1, 4, seed=0)
@@ -186,8 +199,38 @@ def test_feature_count_mismatch_names_both_numbers(model: ATFT_GAT_FAN) -> None:
 def test_nan_features_are_a_data_error(model: ATFT_GAT_FAN) -> None:
     b = day(4)
     b.features[1, 2, 3] = float("nan")
-    with pytest.raises(DataError, match="NaN"):
-        model(b)
+    with pytest.raises(DataError, match="NaN"):  # values are checked where batches are built, not in forward
+        model.validate(b)
+    b = day(4)
+    b.edge_attr[0, 1] = float("inf")
+    with pytest.raises(DataError, match=r"batch edge_attr contain NaN/inf \(1 values\)"):
+        b.validate()
+    with pytest.raises(ShapeError, match=rf"F={F + 1}.*F={F}"):
+        model.validate(dataclasses.replace(day(4), features=torch.zeros(4, T, F + 1)))
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.edge_dropout=0.2", "model.gat_dropout=0.1",
+                                            "model.hidden_size=32", "model.vsn_hidden=8")])
+def test_training_forward_and_backward_read_nothing_back_from_the_device(overrides: tuple[str, ...]) -> None:
+    """The CPU stand-in of health_tests/test_cuda.py's sync-debug test: no op of a training forward
+    or backward needs a value on the host (no ``.item()``, ``nonzero``, boolean-mask indexing)."""
+    from atft.train.loss import MultiHorizonLoss
+    from tests.host_sync import SyncSpy
+
+    cfg = smoke(*overrides)
+    m = build(cfg).train()
+    b = day(12, k=4)
+    b.edge_index[:, 0] = b.edge_index[0, 0]  # one input self-loop (replaced by GATv2's own)
+    with SyncSpy() as spy:
+        out = m(b)
+    assert spy.ops == []
+    total = MultiHorizonLoss.from_config(cfg)(out, b).total  # the loss reads its valid counts once
+    with SyncSpy() as spy:
+        total.backward()
+    assert spy.ops == []
+    with SyncSpy() as spy:  # the spy sees what it should: a validation reads values
+        b.validate(F)
+    assert "aten::_local_scalar_dense" in spy.ops
 
 
 # ---------------------------------------------------------------- init

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atft.model import vsn as vsn_module
 from atft.model.adaptive_norm import FrequencyAdaptiveNorm, SliceAdaptiveNorm
 from atft.model.fusion import GatedFusion
 from atft.model.gat import GraphAttentionEncoder
@@ -16,7 +17,7 @@ from atft.model.grn import GLU, GatedResidualNetwork, GroupedLinear
 from atft.model.heads import MultiHorizonHeads, QuantileHead
 from atft.model.tft import TemporalEncoder
 from atft.model.vsn import VariableSelectionNetwork, params_per_feature
-from tests.reference import loop_reference
+from tests.reference import loop_reference, pyg_self_loop_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread, restored after the module
 
@@ -106,6 +107,103 @@ def test_vsn_parameters_grow_linearly_with_documented_count() -> None:
     assert counts[2] - counts[1] == counts[1] - counts[0] == params_per_feature(h)
 
 
+@pytest.mark.parametrize("selection", ["softmax", "sigmoid"])
+def test_vsn_small_width_equals_per_feature_loop(selection: str) -> None:
+    torch.manual_seed(0)
+    vsn = VariableSelectionNetwork(7, 8, feature_size=3, dropout=0.1, selection=selection).eval()
+    assert vsn.feature_size == 3 and vsn.project is not None
+    assert vsn.feature_grns.fc2.weight.shape == (7, 3, 3) and vsn.embed.weight.shape == (7, 1, 3)
+    x = torch.randn(3, 4, 7)
+    out, w = vsn(x)
+    ref_out, ref_w = loop_reference(vsn, x)
+    assert out.shape == (3, 4, 8) and w.shape == (3, 4, 7)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w, ref_w)
+    assert bool(((w > 0) & (w < 1)).all())  # selection weights keep their meaning at any width
+    if selection == "softmax":
+        torch.testing.assert_close(w.sum(-1), torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("feature_size", [None, 8, 9, 100])
+def test_vsn_width_at_or_above_hidden_is_the_full_width_form(feature_size: int | None) -> None:
+    torch.manual_seed(0)
+    full = VariableSelectionNetwork(5, 8)
+    torch.manual_seed(0)
+    same = VariableSelectionNetwork(5, 8, feature_size=feature_size)
+    assert same.feature_size == 8 and same.project is None
+    assert full.state_dict().keys() == same.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), same.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="feature_size"):
+        VariableSelectionNetwork(5, 8, feature_size=0)
+
+
+def test_vsn_small_width_parameters_per_feature() -> None:
+    # per feature at width d: embedding 2d + GRN (4d^2 + 6d) + selection GRN share (3H + 4)
+    assert params_per_feature(256, 32) == 4 * 32**2 + 8 * 32 + 3 * 256 + 4 == 5124
+    assert params_per_feature(256, 16) == 4 * 16**2 + 8 * 16 + 3 * 256 + 4 == 1924
+    counts = [sum(p.numel() for p in VariableSelectionNetwork(f, 16, feature_size=4).parameters()) for f in (2, 3, 4)]
+    assert counts[2] - counts[1] == counts[1] - counts[0] == params_per_feature(16, 4)
+    # the projection d -> H is paid once, not per feature
+    proj = VariableSelectionNetwork(2, 16, feature_size=4).project
+    assert proj is not None and sum(p.numel() for p in proj.parameters()) == 4 * 16 + 16
+
+
+def _value_and_grads(m: VariableSelectionNetwork, x: torch.Tensor) -> list[torch.Tensor]:
+    out, w = m(x)
+    ((out ** 2).sum() + (w ** 3).sum()).backward()
+    return [out.detach(), w.detach(), *(p.grad.clone() for p in m.parameters())]
+
+
+@pytest.mark.parametrize("feature_size", [None, 3])
+def test_vsn_chunked_and_checkpointed_equal_whole_and_plain(feature_size: int | None) -> None:
+    torch.manual_seed(0)
+    plain = VariableSelectionNetwork(5, 8, feature_size=feature_size, checkpoint_elements=1 << 40)
+    d = plain.feature_size
+    variants = {"chunked": {"chunk_elements": 5 * d * 3, "checkpoint_elements": 1 << 40},  # 3 tokens/chunk
+                "checkpointed": {"checkpoint_elements": 0},  # one chunk, recomputed in backward
+                "both": {"chunk_elements": 5 * d * 3, "checkpoint_elements": 0}}
+    x = torch.randn(4, 5, 5)  # 20 tokens -> 7 chunks
+    want = _value_and_grads(plain, x)
+    for name, kw in variants.items():
+        m = VariableSelectionNetwork(5, 8, feature_size=feature_size, **kw)
+        m.load_state_dict(plain.state_dict())
+        assert m.checkpointed(x, 20) == (kw["checkpoint_elements"] == 0), name
+        for a, b in zip(want, _value_and_grads(m, x), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_vsn_checkpoints_when_activations_exceed_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    vsn = VariableSelectionNetwork(10, 32, feature_size=8)
+    x = torch.zeros(1, 1, 10)
+    need = vsn.activation_bytes(1000)
+    assert need == 1000 * (11 * 10 * 8 + 4 * (32 + 10)) * 4
+    monkeypatch.setattr(vsn_module, "available_memory", lambda device: 2 * need - 8)  # half of it: 1 byte short
+    assert vsn.checkpointed(x, 1000) and not vsn.checkpointed(x, 999)
+    with torch.no_grad():
+        assert not vsn.checkpointed(x, 1000)  # nothing kept for backward without gradients
+    monkeypatch.undo()
+    assert 0 < vsn_module.available_memory(torch.device("cpu")) < 2**50
+
+
+@pytest.mark.parametrize(("hidden", "feature_size"), [(32, None), (64, 8), (64, 16)])
+def test_vsn_activation_estimate_bounds_what_backward_keeps(hidden: int, feature_size: int | None) -> None:
+    torch.manual_seed(0)
+    vsn = VariableSelectionNetwork(12, hidden, feature_size=feature_size, dropout=0.1,
+                                   checkpoint_elements=1 << 40).train()
+    x = torch.randn(8, 5, 12)
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        vsn(x)
+    ours = {p.untyped_storage().data_ptr() for p in vsn.parameters()} | {x.untyped_storage().data_ptr()}
+    measured = sum(b for k, b in kept.items() if k not in ours)
+    assert measured <= vsn.activation_bytes(40) <= 1.35 * measured
+
+
 # ---------------------------------------------------------------- FAN / SAN
 def test_fan_removes_dominant_frequencies_exactly() -> None:
     t = torch.arange(8, dtype=torch.float64)
@@ -173,6 +271,26 @@ def test_gat_degenerate_graphs_and_edge_dropout_only_in_training() -> None:
     b = gat(x, ei, ea)[0]
     torch.manual_seed(1)
     assert not torch.allclose(a, b) and torch.equal(a, gat(x, ei, ea)[0])
+
+
+@pytest.mark.parametrize("edge_dropout", [0.0, 0.5])
+def test_gat_without_host_sync_equals_pyg_self_loops(edge_dropout: float) -> None:
+    """The phantom-node edges compute exactly GATv2Conv(add_self_loops=True) on the kept edges."""
+    torch.manual_seed(0)
+    gat = GraphAttentionEncoder(8, heads=(4, 2), dropout=0.0, edge_dropout=edge_dropout)
+    x = torch.randn(6, 8)
+    ei = torch.tensor([[0, 1, 2, 3, 3, 4, 5, 1], [1, 0, 1, 3, 4, 3, 4, 5]])  # a self-loop 3 -> 3; 2 has no in-edge
+    ea = torch.rand(8, 3)
+    for mode in (gat.eval, gat.train):
+        mode()
+        torch.manual_seed(7)
+        h, att = gat(x, ei, ea, return_attention=True)
+        torch.manual_seed(7)
+        want, want_att = pyg_self_loop_reference(gat, x, ei, ea)
+        torch.testing.assert_close(h, want, rtol=1e-5, atol=1e-6)
+        for (e1, a1), (e2, a2) in zip(att, want_att, strict=True):
+            assert torch.equal(e1, e2)
+            torch.testing.assert_close(a1, a2, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- fusion and heads

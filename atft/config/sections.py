@@ -71,6 +71,7 @@ class ModelConfig:
     num_features: int = 0  # F expected from the data; 0 = take it from the data (then fixed in checkpoints)
     hidden_size: int = 64  # H: width of every block
     vsn_selection: str = "softmax"  # variable-selection weights: "softmax" | "sigmoid"
+    vsn_hidden: int = 16  # per-feature embedding/GRN width d of the VSN, then one Linear d -> hidden_size; 0 or >= hidden_size = full width (no projection)
     lstm_layers: int = 1  # layers of the TFT encoder's LSTM
     attention_heads: int = 4  # heads of the TFT self-attention
     dropout: float = 0.1  # dropout inside GRNs, LSTM output and attention

@@ -42,6 +42,7 @@ RANGES: dict[str, tuple[str, float, str]] = {
     "graph.num_threads": (">=", 0, "threads (0 = the run's)"),
     "model.num_features": (">=", 0, "features (0 = from the data)"),
     "model.hidden_size": (">=", 1, "a width"),
+    "model.vsn_hidden": (">=", 0, "a per-feature width (0 = full width)"),
     "model.lstm_layers": (">=", 1, "layers"),
     "model.attention_heads": (">=", 1, "heads"),
     "model.dropout": ("[0,1)", 0, "a probability"),

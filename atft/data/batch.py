@@ -101,8 +101,12 @@ class DayBatch:
             edge_attr=self.edge_attr.new_zeros((0, self.edge_attr.shape[1] if self.edge_attr.dim() == 2 else 3)),
         )
 
-    def validate(self, num_features: int | None = None, num_horizons: int | None = None) -> None:
-        """Raise ShapeError when the batch breaks the contract."""
+    def validate_shapes(self, num_features: int | None = None, num_horizons: int | None = None) -> None:
+        """Raise ShapeError when the batch's shapes break the contract.
+
+        Reads shapes only (host metadata): no device synchronisation, so the model's forward runs
+        it on every call. ``validate`` adds the checks that read values.
+        """
         from atft.errors import ShapeError
 
         f = self.features
@@ -123,9 +127,31 @@ class DayBatch:
         e = self.edge_index.shape[1]
         if self.edge_attr.shape[0] != e:
             raise ShapeError(f"edge_attr has {self.edge_attr.shape[0]} rows for E={e} edges")
+        if self.day_index.shape != (n,):
+            raise ShapeError(f"day_index must be [N]={n}, got {tuple(self.day_index.shape)}")
+
+    def validate(self, num_features: int | None = None, num_horizons: int | None = None) -> None:
+        """Raise when the batch breaks the contract: shapes (``validate_shapes``), edge indices in
+        range and within one day, finite features and edge features.
+
+        Reads values (each check a host synchronisation on an accelerator): run where batches
+        are built (``DayBatchLoader``, on the CPU, once per batch) and by the health suite, not
+        in the model's forward.
+
+        Raises:
+            ShapeError: a shape, an edge index out of range, or an edge across days.
+            DataError: NaN/inf in the features or edge features.
+        """
+        from atft.errors import DataError, ShapeError
+
+        self.validate_shapes(num_features, num_horizons)
+        n, e = self.features.shape[0], self.edge_index.shape[1]
         if e and (int(self.edge_index.min()) < 0 or int(self.edge_index.max()) >= n):
             raise ShapeError(f"edge_index has indices outside [0, {n})")
         if e and bool((self.day_index[self.edge_index[0]] != self.day_index[self.edge_index[1]]).any()):
             raise ShapeError("edge_index connects stocks of different days (graphs must be per day)")
-        if self.day_index.shape != (n,):
-            raise ShapeError(f"day_index must be [N]={n}, got {tuple(self.day_index.shape)}")
+        for name, t in (("features", self.features), ("edge_attr", self.edge_attr)):
+            if not bool(torch.isfinite(t).all()):
+                raise DataError(f"batch {name} contain NaN/inf ({int((~torch.isfinite(t)).sum())} values). "
+                                "Fix: the DayBatch contract replaces missing values by 0 (flagged in "
+                                "`observed`) before the model; check the normalizer / loader.")

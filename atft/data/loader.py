@@ -137,7 +137,7 @@ class DayBatchLoader:
         feats, observed, targets, raw = (cat([p[i] for p in parts]) for i in range(1, 5))
         t = torch.from_numpy(targets)
         all_rows = cat(rows)
-        return DayBatch(
+        batch = DayBatch(
             features=torch.from_numpy(feats), targets=t, target_mask=~torch.isnan(t),
             edge_index=torch.cat(edges, dim=1), edge_attr=torch.cat(attrs, dim=0),
             day_index=torch.from_numpy(day_index.astype(np.int64)),
@@ -145,6 +145,8 @@ class DayBatchLoader:
             observed=torch.from_numpy(observed), raw_targets=torch.from_numpy(raw),
             meta={"date_indices": days.tolist(), "rows": all_rows},
         )
+        batch.validate()  # once, here on the CPU: the model's forward reads no values (no host sync)
+        return batch
 
     def _day_arrays(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows and gathered arrays of one day.

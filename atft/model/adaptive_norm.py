@@ -94,7 +94,7 @@ class SliceAdaptiveNorm(nn.Module):
     def slice_matrix(self, t: int, device: torch.device) -> Tensor:
         """One-hot slice membership, end-aligned. Shapes: ``[S, T]`` float."""
         sid = (t - 1 - torch.arange(t, device=device)) // self.slice_len  # 0 = latest slice
-        num = int(sid.max()) + 1
+        num = (t - 1) // self.slice_len + 1  # sid.max() + 1, known on the host (no device sync)
         return (sid.unsqueeze(0) == torch.arange(num, device=device).unsqueeze(1)).float()
 
     def forward(self, x: Tensor) -> Tensor:

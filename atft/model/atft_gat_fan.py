@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from atft.config import Config, ModelConfig
 from atft.data.batch import DayBatch
-from atft.errors import DataError, ShapeError
+from atft.errors import ShapeError
 from atft.horizons import output_key
 from atft.model.adaptive_norm import FrequencyAdaptiveNorm, SliceAdaptiveNorm
 from atft.model.fusion import GatedFusion
@@ -64,6 +64,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         num_features: F, input features per stock and day.
         horizons: forecast horizons in days (output keys ``horizon_{h}d``).
         hidden_size: H.
+        vsn_hidden: per-feature width d of the variable selection (then one Linear d -> H);
+            0 or ``>= hidden_size``: the full-width form (``VariableSelectionNetwork``).
         quantiles: increasing levels containing 0.5 (the point forecast).
         gat_heads: heads per GAT layer; None switches the graph path off (``gat``/``fusion`` None).
         adaptive_norm: FAN + SAN on the temporal sequence (off: ``fan``/``san`` None).
@@ -83,6 +85,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                  hidden_size: int = ModelConfig.hidden_size,
                  quantiles: Sequence[float] = (0.2, 0.5, 0.8),
                  vsn_selection: str = ModelConfig.vsn_selection,
+                 vsn_hidden: int = ModelConfig.vsn_hidden,
                  lstm_layers: int = ModelConfig.lstm_layers,
                  attention_heads: int = ModelConfig.attention_heads,
                  dropout: float = ModelConfig.dropout,
@@ -104,7 +107,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.num_features, self.hidden_size = num_features, hidden_size
         self.keys = [output_key(h) for h in horizons]
         self.quantiles = [float(q) for q in quantiles]
-        self.vsn = VariableSelectionNetwork(num_features, hidden_size, dropout=dropout, selection=vsn_selection)
+        self.vsn = VariableSelectionNetwork(num_features, hidden_size, feature_size=vsn_hidden or None,
+                                            dropout=dropout, selection=vsn_selection)
         self.fan = FrequencyAdaptiveNorm(hidden_size, top_k=fan_top_k) if adaptive_norm else None
         self.san = SliceAdaptiveNorm(hidden_size, slice_len=san_slice_len) if adaptive_norm else None
         # ReZero scale of the FAN/SAN branch, zero at init: the branch is unit-variance by
@@ -155,7 +159,7 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
             f = int(num_features)
         reason = f"model.use_gat={m.use_gat}, graph.enabled={cfg.graph.enabled}"
         return cls(f, list(cfg.data.horizons), hidden_size=m.hidden_size, quantiles=list(m.quantiles),
-                   vsn_selection=m.vsn_selection, lstm_layers=m.lstm_layers,
+                   vsn_selection=m.vsn_selection, vsn_hidden=m.vsn_hidden, lstm_layers=m.lstm_layers,
                    attention_heads=m.attention_heads, dropout=m.dropout, adaptive_norm=m.adaptive_norm,
                    fan_top_k=m.fan_top_k, san_slice_len=m.san_slice_len,
                    gat_heads=list(m.gat_heads) if cfg.graph_on else None, gat_dropout=m.gat_dropout,
@@ -176,6 +180,15 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
             nn.init.zeros_(self.linear_skip.weight)
             nn.init.zeros_(self.linear_skip.bias)
 
+    def validate(self, batch: DayBatch) -> None:
+        """The whole DayBatch contract for this model (F included), values read: the explicit,
+        synchronising check for batches that did not come from ``DayBatchLoader``.
+
+        Raises:
+            ShapeError: shapes, edge indices or another F. DataError: NaN/inf in the inputs.
+        """
+        batch.validate(self.num_features, len(self.keys))
+
     def parts(self) -> dict[str, nn.Module | nn.Parameter | None]:
         """Every top-level part (child module, and the FAN/SAN ReZero scale) for per-part gradient
         norms; the graph path's parts are None when it is switched off (a bypass stays visible)."""
@@ -193,16 +206,14 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         ``drop_edges`` names graph parts ("gat", "graph_skip") that get no edges in this call: the
         GAT's own effect and the graph skip's are measured apart (the health checks, the guards).
 
+        No host synchronisation: only shapes are checked here (``DayBatch.validate_shapes``);
+        the checks that read values (edge indices, NaN/inf) run where batches are built
+        (``DayBatchLoader``) or through ``validate`` (the health suite).
+
         Raises:
-            ShapeError: the batch breaks the DayBatch contract or has another F (both named).
-            DataError: NaN/inf in features or edge features.
+            ShapeError: the batch's shapes break the DayBatch contract or it has another F (both named).
         """
-        batch.validate(self.num_features)
-        for name, t in (("features", batch.features), ("edge_attr", batch.edge_attr)):
-            if not bool(torch.isfinite(t).all()):
-                raise DataError(f"batch {name} contain NaN/inf ({int((~torch.isfinite(t)).sum())} values). "
-                                "Fix: the DayBatch contract replaces missing values by 0 (flagged in "
-                                "`observed`) before the model; check the normalizer / loader.")
+        batch.validate_shapes(self.num_features)
         h, selection = self.vsn(batch.features)  # [N, T, H], [N, T, F]
         if self.fan is not None and self.san is not None and self.norm_scale is not None:
             h = h + self.norm_scale * self.san(self.fan(h))  # [N, T, H]

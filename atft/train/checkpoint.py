@@ -121,7 +121,10 @@ def load_model(path: str | os.PathLike[str], cfg: Config | None = None,
             run that wrote the checkpoint (a model trained with the GAT evaluated without it).
     """
     ck = load_checkpoint(path)
-    stored_cfg = from_dict(ck["config"])
+    stored = ck["config"]
+    if "vsn_hidden" not in stored.get("model", {}):  # written before model.vsn_hidden: full width
+        stored = {**stored, "model": {**stored.get("model", {}), "vsn_hidden": 0}}
+    stored_cfg = from_dict(stored)
     stored_f = int(ck["num_features"])
     require_features(path, stored_f, num_features, "the data")
     require_features(path, stored_f, cfg.model.num_features if cfg is not None else None,

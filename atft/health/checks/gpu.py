@@ -91,3 +91,50 @@ def gpu_utilization(model: nn.Module, prepared: Any, train_step: Any, cfg: Confi
     with NvmlSampler(device_uuid(0)) as sampler:
         n, secs = run(60)
     return check_gpu_utilization(sampler.samples, cfg.health.gpu_util, n / secs)
+
+
+def _syncing_forward(ctx: HealthContext) -> HealthContext:
+    from atft.health.checks.model import Faulty
+
+    def fault(inner: nn.Module, batch: DayBatch) -> Any:
+        out = inner(batch)
+        float(out["point"][next(iter(out["point"]))].sum())  # a host read inside the forward
+        return out
+
+    return ctx.replace(model=Faulty(ctx.resolve("model"), fault))
+
+
+@health_check(area="gpu", marker="cuda", fault=_syncing_forward)
+def no_host_sync(model: nn.Module, train_batches: list[DayBatch], loss_fn: Any) -> CheckResult:
+    """No host synchronisation in the training forward, backward, clipping and optimizer step
+    (``torch.cuda.set_sync_debug_mode("error")``); the loss's one documented host read (its valid
+    counts) stays outside the checked region."""
+    model = model.cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = train_batches[0].to("cuda")
+    model.train()
+    error = ""
+    for _ in range(2):  # the second step runs with the optimizer state already allocated
+        torch.cuda.synchronize()
+        try:
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                out = model(batch)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            lo = loss_fn(out, batch)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                opt.zero_grad(set_to_none=True)
+                lo.total.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        except RuntimeError as exc:
+            error = str(exc).splitlines()[0]
+            break
+    torch.cuda.synchronize()
+    return CheckResult.compare("cuda_host_syncs", float(bool(error)), 0.0, "==",
+                               f"the training step synchronises with the host: {error}. Fix: no .item(), "
+                               "bool(tensor), nonzero or boolean-mask indexing inside forward / backward.")

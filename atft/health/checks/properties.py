@@ -55,7 +55,10 @@ def edge_case_batches(model: nn.Module, cfg: Config, prepared: Any, horizons: Ho
                        all_targets_missing=spec["all_targets_missing"], days=spec["days"])
         if foreign:  # a user's model gets batches in the contract: missing features are 0 (flagged in observed)
             b.features = torch.nan_to_num(b.features, nan=0.0)
-        try:
+        try:  # the explicit validation (what the loader runs on every batch), then the model
+            validate = getattr(model, "validate", None)
+            if callable(validate):
+                validate(b)
             with torch.no_grad():
                 out = model(b)
         except AtftError as exc:  # a clear error is acceptable; it must name the problem
