@@ -93,6 +93,7 @@ def _few_stocks(df: pl.DataFrame) -> pl.DataFrame:
 
 # check name -> (plant the fault, text the failing result names, extra figure assertion)
 FAULTS: dict[str, tuple[Callable[[pl.DataFrame], pl.DataFrame], str]] = {
+    "dataset_size": (lambda d: d.filter(pl.col("Date") <= DATES[9]), "too short: 10 dates"),
     "feature_columns": (lambda d: d.with_columns(fwd_ret_5=pl.col("feat_ret_5d")), "fwd_ret_5"),
     "target_columns": (lambda d: d.rename({"feat_ret_1d": "horizon_1", "feat_ret_5d": "horizon_5"}),
                        "data.target_template='horizon_{h}'"),
@@ -399,10 +400,12 @@ def test_leakage_degenerate_dates_match_pl_corr() -> None:
 
 
 def test_run_checks_on_an_empty_frame_measures_nothing() -> None:
+    """An empty frame measures nothing: one dataset_size FAIL and the schema-only checks (the
+    issue named the former wall of NaN-figure FAIL rows, one per check, a bug)."""
     cfg = _cfg()
     results = run_checks(clean_panel().head(0), cfg)
-    assert {r.name.split("[")[0] for r in results} == set(CHECKS)
-    assert not any(r.passed for r in results if r.name.startswith(("target_nan_ratio", "leakage")))
+    assert {r.name.split("[")[0] for r in results} == {"dataset_size", "feature_columns", "target_columns"}
+    assert not any(r.passed for r in results if r.name.startswith(("dataset_size", "target_nan_ratio", "leakage")))
 
 
 @pytest.mark.parametrize("cut", [5 * N_DATES, 5 * N_DATES + 7])  # chunks of whole stocks; a chunk ending mid-stock
@@ -475,3 +478,34 @@ def test_per_stock_counts_equal_the_polars_group_by() -> None:
             ref = polars_stock_counts(df, cfg, skip)
             got = got.filter(pl.col("len") > 0).sort("Code", nulls_last=False)
             assert_frame_equal(got.select(ref.columns), ref, check_dtypes=False)
+
+
+# ----------------------------------------------------------------------------- degenerate data: one clear line
+
+
+def test_an_empty_or_short_dataset_is_one_line_not_a_wall_of_nan(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    clean_panel().head(0).write_parquet(tmp_path / "empty.parquet")
+    clean_panel().filter(pl.col("Date") <= DATES[9]).write_parquet(tmp_path / "short.parquet")
+    for name, words in (("empty", "the dataset is empty (0 rows)"), ("short", "too short: 10 dates")):
+        assert main(["check-data", str(tmp_path / f"{name}.parquet"), "data.horizons=[1,5]"]) == 1
+        out = capsys.readouterr().out
+        fails = [ln for ln in out.splitlines() if ln.startswith("FAIL ")]
+        assert len(fails) == 1 and fails[0].startswith("FAIL dataset_size:") and words in fails[0], out
+        assert "nan" not in out.split("\n\n")[0].lower().replace("nan_ratio", "")  # no NaN figure rows
+
+
+def test_inf_is_not_also_a_constant_feature_and_duplicates_no_missing_target_day() -> None:
+    cfg, df = _cfg(), clean_panel()
+    inf = df.with_columns(f2=pl.when(_stock(3) & _date(4)).then(float("inf")).otherwise(pl.col("f2")))
+    assert {r.name for r in run_checks(inf, cfg) if not r.passed} == {"infinite_values"}
+    last = df.filter(_date(N_DATES - 1) & (pl.col("Code") <= "S04"))  # duplicates of stocks' last rows
+    assert {r.name for r in run_checks(pl.concat([df, last]), cfg) if not r.passed} == {"duplicate_rows"}
+
+
+def test_a_text_target_is_one_fail_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clean_panel().with_columns(pl.col("feat_ret_1d").cast(pl.String)).write_parquet(tmp_path / "s.parquet")
+    assert main(["check-data", str(tmp_path / "s.parquet"), "data.horizons=[1,5]"]) == 1
+    out = capsys.readouterr().out
+    fails = [ln for ln in out.splitlines() if ln.startswith("FAIL ")]
+    assert len(fails) == 1 and "feat_ret_1d (String)" in fails[0] and "not numbers" in fails[0]

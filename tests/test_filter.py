@@ -134,3 +134,17 @@ def test_cli_filter_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "dropped 1 feature columns: f2 (0.28)" in printed
     assert "dropped 1 dates: 2023-01-12 (1)" in printed and "dropped 1 stocks: S07" in printed
     assert main(argv[:-2]) == 2  # default horizons [1, 5, 10, 20]: feat_ret_10d missing
+
+
+def test_a_filter_that_would_remove_every_feature_or_date_refuses(tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    _planted().with_columns(pl.when(pl.col("Code") == "S08").then(None).otherwise(pl.col("f_cnt")).alias("f_cnt")
+                            ).write_parquet(src)  # every feature has a missing cell
+    with pytest.raises(DataError, match=r"would drop all \d+ feature columns.*raise --max-nan-ratio"):
+        filter_dataset(src, tmp_path / "out.parquet", 0.0, _cfg())
+    every_day = _panel().with_columns(pl.when(pl.col("Code") < "S12").then(None).otherwise(pl.col("feat_ret_1d"))
+                                      .alias("feat_ret_1d"))
+    every_day.write_parquet(src)
+    with pytest.raises(DataError, match=r"would drop all \d+ dates"):
+        filter_dataset(src, tmp_path / "out.parquet", 0.3, _cfg())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]  # nothing half-written

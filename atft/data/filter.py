@@ -70,6 +70,19 @@ def _over(ratios: dict[object, float], r: float) -> dict[object, float]:
     return {k: v for k, v in sorted(ratios.items(), key=lambda kv: -kv[1]) if v > r}
 
 
+def _refuse_to_empty(feats: list[str], drop: set[str], n_dates: int, bad_dates: dict[object, float],
+                     r: float) -> None:
+    """A filter that would remove every feature or every date refuses, naming the threshold that did it
+    (targets and ids are never dropped)."""
+    if feats and drop >= set(feats):
+        raise DataError(f"--max-nan-ratio {r} would drop all {len(feats)} feature columns (every one has more than "
+                        f"{r:.3g} null/NaN, e.g. {feats[0]}); nothing would be left to train on. Fix: raise "
+                        "--max-nan-ratio above the features' NaN shares (atft check-data lists them).")
+    if n_dates and len(bad_dates) >= n_dates:
+        raise DataError(f"--max-nan-ratio {r} would drop all {n_dates} dates with targets (a target is more than "
+                        f"{r:.3g} missing on every one). Fix: raise --max-nan-ratio, or repair the targets (atft check-data).")
+
+
 def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike[str],
                    max_nan_ratio: float, cfg: Config | None = None) -> FilterReport:
     """Drop columns, dates and stocks over ``max_nan_ratio`` (order in the module doc); write ``output``.
@@ -117,6 +130,9 @@ def filter_dataset(input_path: str | os.PathLike[str], output: str | os.PathLike
     late = _over(_ratios({f: int(remain[f"m:{f}"].sum()) for f in kept}, int(remain["len"].sum())), r)
     rows = lf.filter(~pl.col(date).is_in(list(bad_dates))).filter(~pl.col(code).is_in(list(bad_codes)))
     drop = set(bad_cols) | set(late)
+    if rows_in:  # an empty input is refused below, with its own message
+        labelled = per_date.filter(pl.any_horizontal([pl.col(f"te:{t}") > 0 for t in targets]))[date].n_unique()
+        _refuse_to_empty(feats, drop, labelled, bad_dates, r)
     out_cols = [c for c in schema.names() if c not in drop]
     result = rows.select(out_cols)
     with atomic_path(output) as tmp:

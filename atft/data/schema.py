@@ -18,6 +18,7 @@ Definitions (design.md section 7):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -33,8 +34,16 @@ def missing(name: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def legit_tail(h: int, code_col: str = "Code", date_col: str = "Date") -> pl.Expr:
-    """True on the last ``h`` rows of each stock (no h-day target can exist there)."""
-    return pl.col(date_col).rank("ordinal", descending=True).over(code_col) <= h
+    """True on each stock's rows of its last ``h`` dates (no h-day target can exist there). Dates
+    are ranked densely: a duplicated (Code, Date) row does not push a real row out of the tail
+    (duplicates are ``duplicate_rows``' finding, not a missing target)."""
+    return pl.col(date_col).rank("dense", descending=True).over(code_col) <= h
+
+
+def min_dates(horizons: Sequence[int]) -> int:
+    """THE minimum length of a usable panel: ``2 x the longest horizon + 20`` dates, so that every
+    horizon's targets exist outside its tail and a split has dates to train on."""
+    return 2 * max(horizons) + 20
 
 
 def target_columns(schema: pl.Schema, cfg: Config) -> list[str]:

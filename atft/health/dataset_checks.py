@@ -36,8 +36,10 @@ from atft.data.batches import open_source
 from atft.data.schema import (  # noqa: F401 (feature_columns / legit_tail: part of this module's API)
     feature_columns,
     legit_tail,
+    min_dates,
     selection_problems,
     target_columns,
+    target_dtype_problems,
 )
 from atft.data.stats import DatasetStats, build_stats
 from atft.health.result import CheckResult
@@ -84,8 +86,11 @@ def _ratio_results(kind: str, ratios: dict[str, float], limit: float, cause: str
 
 
 def _zero_spread(hi: pl.Expr, lo: pl.Expr) -> pl.Expr:
-    """``hi - lo`` within float32 resolution of the values (see CONST_ATOL / CONST_RTOL)."""
-    return (hi - lo) <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs())
+    """``hi - lo`` within float32 resolution of the values (see CONST_ATOL / CONST_RTOL). An
+    infinite extreme is never a zero spread: +-inf is ``infinite_values``' finding, and a column
+    holding one next to finite values is not constant."""
+    spread = (hi - lo).cast(pl.Float64)
+    return spread.is_finite() & (spread <= CONST_ATOL + CONST_RTOL * pl.max_horizontal(hi.abs(), lo.abs()))
 
 
 def date_stats(data: Data, cfg: Config) -> pl.DataFrame:
@@ -120,7 +125,25 @@ def check_target_columns(data: Data, cfg: Config) -> list[CheckResult]:
     msg = (f"target columns {absent} missing (template '{hz.template}', horizons {list(hz.horizons)}); "
            f"columns that look like targets: {alike or 'none'}{hint}. Fix: set data.target_template / "
            "data.horizons to the data's naming, or rebuild the dataset with these targets.")
-    return [CheckResult.compare("target_columns", len(absent), 0, "<=", msg, absent)]
+    dtype = target_dtype_problems(schema, cfg)
+    if dtype and not absent:
+        msg = " ".join(dtype)
+    return [CheckResult.compare("target_columns", len(absent) + len(dtype), 0, "<=", msg, absent)]
+
+
+def check_dataset_size(data: Data, cfg: Config) -> list[CheckResult]:
+    """The dataset has rows and at least ``2 x the longest horizon + 20`` dates (``schema.min_dates``)."""
+    s = stats_of(data, cfg, "rows")
+    hz = Horizons.from_config(cfg)
+    rows, dates, need = int(s.per_date["len"].sum()) if s.per_date.height else 0, s.per_date.height, min_dates(hz.horizons)
+    if rows == 0:
+        msg = "the dataset is empty (0 rows). Fix: point at the real dataset, or rebuild it (atft build-dataset)."
+    else:
+        msg = (f"the dataset is too short: {dates} dates, and the longest horizon is {hz.max} days: at least {need} "
+               "are needed so that every target exists outside its last-h-rows tail and a split has dates to "
+               "train on. Fix: use a longer panel, or drop the long horizons (data.horizons).")
+    return [CheckResult.compare("dataset_size", float(dates if rows else 0), float(need), ">=", msg,
+                                [f"rows={rows}", f"dates={dates}"])]
 
 
 def check_target_nan_ratio(data: Data, cfg: Config) -> list[CheckResult]:
@@ -277,6 +300,7 @@ def check_return_bound(data: Data, cfg: Config) -> list[CheckResult]:
 
 
 CHECKS: dict[str, CheckFn] = {
+    "dataset_size": check_dataset_size,
     "feature_columns": check_feature_columns,
     "target_columns": check_target_columns,
     "target_nan_ratio": check_target_nan_ratio,
@@ -292,6 +316,7 @@ CHECKS: dict[str, CheckFn] = {
     "return_bound_1d": check_return_bound,
 }
 # checks that need a valid feature selection (skipped when feature_columns fails)
+STRUCTURE_CHECKS = ("feature_columns", "target_columns")  # read the schema only: run on any dataset
 FEATURE_CHECKS = frozenset({"feature_nan_ratio", "feature_date_nan_ratio", "constant_feature",
                             "cs_constant_feature", "leakage"})
 
@@ -310,7 +335,16 @@ def run_checks_by_name(data: Data, cfg: Config) -> dict[str, list[CheckResult]]:
     -> its results, registry order. The checks in ``FEATURE_CHECKS`` are left out when the
     feature selection itself fails.
     """
-    stats = data if isinstance(data, DatasetStats) else build_stats(data, cfg)
+    if not isinstance(data, DatasetStats):
+        schema = _schema(data, cfg)
+        structure = {name: CHECKS[name](data, cfg) for name in STRUCTURE_CHECKS}
+        if target_dtype_problems(schema, cfg):  # text targets: nothing else can be measured
+            return structure
+        data = build_stats(data, cfg)
+    stats = data
+    size = check_dataset_size(stats, cfg)
+    if not size[0].passed:  # empty or too short: one clear line, not a wall of NaN figures
+        return {"dataset_size": size, **{n: CHECKS[n](stats, cfg) for n in STRUCTURE_CHECKS}}
     selection_ok = check_feature_columns(stats, cfg)[0].passed
     return {name: fn(stats, cfg) for name, fn in CHECKS.items() if selection_ok or name not in FEATURE_CHECKS}
 

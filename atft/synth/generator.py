@@ -53,6 +53,7 @@ import numpy as np
 import polars as pl
 
 from atft.config import SynthConfig
+from atft.data.schema import min_dates
 from atft.errors import InputError
 from atft.horizons import DEFAULT_TEMPLATE, target_column, truth_column
 from atft.progress import Ticker
@@ -112,8 +113,8 @@ class SynthParams:
             bad.append(f"stocks={self.stocks} must be in [2*sectors={2 * self.sectors}, 8700]")
         if self.sectors < 1:
             bad.append(f"sectors={self.sectors} must be >= 1")
-        if self.days < 2 * max(horizons) + 20:
-            bad.append(f"days={self.days} must be >= 2*max(horizons)+20={2 * max(horizons) + 20}")
+        if self.days < min_dates(horizons):
+            bad.append(f"days={self.days} must be >= 2*max(horizons)+20={min_dates(horizons)}")
         if self.informative < 1 or self.peer_features < 1:
             bad.append("informative and peer_features must be >= 1")
         if self.features < self.informative + self.peer_features:

@@ -115,7 +115,12 @@ def _return_bound(df: pl.DataFrame, cfg: Any) -> pl.DataFrame:
     return df.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(5.0).otherwise(pl.col(t)).alias(t))
 
 
+def _too_short(df: pl.DataFrame, cfg: Any) -> pl.DataFrame:  # 10 dates: no long-horizon target can exist
+    return df.filter(pl.col(cfg.data.date_col) <= _nth_date(df, cfg, 9))
+
+
 PLANTS: dict[str, Plant] = {
+    "dataset_size": _too_short,
     "feature_columns": _target_like_feature,
     "target_columns": _renamed_targets,
     "target_nan_ratio": _target_nan,
@@ -144,6 +149,10 @@ def _registered(name: str) -> Callable[..., list[CheckResult]]:
     def check(dataset_results: dict[str, list[CheckResult]]) -> list[CheckResult]:
         if name in dataset_results:
             return dataset_results[name]
+        for blocker in ("dataset_size", "target_columns"):  # an empty / short dataset, text targets
+            failed = [r for r in dataset_results.get(blocker, []) if not r.passed]
+            if failed:
+                return [CheckResult.not_applicable(name, f"not measured: {blocker} failed ({failed[0].message})")]
         if name in FEATURE_CHECKS:
             msg = " ".join(r.message for r in dataset_results.get("feature_columns", []) if not r.passed)
             return [CheckResult.failure(name, f"not measured: the feature selection failed ({msg})")]
