@@ -23,8 +23,8 @@ def _cannot_write(dest: Path, what: str, exc: OSError) -> OutputError:
 
 
 def check_writable(dest: str | os.PathLike[str], what: str = "the output") -> Path:
-    """Before any work: ``dest`` can be written (its folder can be created and written, with room
-    for a small file) and is not a directory. Creates the folder; writes nothing else.
+    """Before any work: ``dest`` can be written (its folder, or the folder it would be created in,
+    takes a small file) and is not a directory. Creates nothing.
 
     Raises:
         InputError: a directory where a file is wanted, or a folder that cannot be written (a
@@ -39,17 +39,24 @@ def check_writable(dest: str | os.PathLike[str], what: str = "the output") -> Pa
 
 
 def _probe(folder: Path, shown: Path, what: str) -> None:
-    """Create ``folder`` and a small temp file in it (removed at once), or raise naming ``shown``."""
+    """Write and remove a small temp file in ``folder``, or in its nearest existing ancestor when
+    it does not exist yet (nothing is created: a failed command leaves no empty folders), or
+    raise naming ``shown``."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".atft_probe_"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file, not a directory")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".atft_probe_"):
             pass
     except OSError as exc:
         raise _cannot_write(shown, what, exc) from None
 
 
 def check_writable_dir(folder: str | os.PathLike[str], what: str) -> Path:
-    """Before any work: the folder ``folder`` can be created and written (a small probe file)."""
+    """Before any work: the folder ``folder`` can be created and written (a small probe file);
+    creates nothing."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{what} {folder} is a file, not a directory. Fix: point it at a directory.")

@@ -28,6 +28,7 @@ from atft.health.model_checks import check_no_leak
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
 from atft.train.checkpoint import load_model
 from atft.train.fit import FitResult, fit, record_keys
+from atft.train.interrupt import RunInterrupted
 from atft.train.loss import MultiHorizonLoss
 from atft.train.prepare import prepare
 from atft.train.step import predict, train_epoch
@@ -304,6 +305,46 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(env: Env, ref: FitResu
     fb = json.loads((cut / "metrics.json").read_text())
     assert {k: v for k, v in fa.items() if k != "run_id"} == {k: v for k, v in fb.items() if k != "run_id"}
     assert "resumed" in _log_text(env, "cut")
+
+
+class StopAfter:
+    """A stop request that turns True on its ``n``-th question (the first is asked before training)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.asked, self.requested = n, 0, "SIGINT"
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked >= self.n
+
+
+@pytest.mark.parametrize("n", [2, 3, 5], ids=["mid-epoch-0", "end-of-epoch-0", "mid-epoch-1"])
+def test_resume_after_an_interrupt_equals_the_uninterrupted_run(env: Env, ref: FitResult, n: int) -> None:
+    run_id = f"stop{n}"
+    with pytest.raises(RunInterrupted, match=f"continue with: atft train --resume .*{run_id}") as info:
+        fit(env.cfg, env.prepared, run_id=run_id, stop=StopAfter(n))
+    assert info.value.saved
+    cut = env.root / "runs" / run_id
+    assert (cut / "checkpoints" / "last.pt").exists() and not (cut / "metrics.json").exists()
+    res = fit(env.cfg, env.prepared, resume=cut)
+    for name in ("best.pt", "last.pt"):
+        a = torch.load(ref.run_dir / "checkpoints" / name, weights_only=True)["state_dict"]
+        b = torch.load(cut / "checkpoints" / name, weights_only=True)["state_dict"]
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differ, f"{name}: {differ}"
+    for ra, rb in zip(ref.history, res.history, strict=True):
+        bad = [k for k in ra if k not in TIMING_KEYS and not _same(ra[k], rb[k])]
+        assert not bad, bad
+    fa = json.loads((ref.run_dir / "metrics.json").read_text())
+    fb = json.loads((cut / "metrics.json").read_text())
+    assert {k: v for k, v in fa.items() if k != "run_id"} == {k: v for k, v in fb.items() if k != "run_id"}
+
+
+def test_an_interrupt_before_the_first_step_leaves_no_run_directory(env: Env) -> None:
+    with pytest.raises(RunInterrupted, match="nothing was saved") as info:
+        fit(env.cfg, env.prepared, run_id="stop1", stop=StopAfter(1))
+    assert not info.value.saved and not (env.root / "runs" / "stop1").exists()
+    assert "interrupted" in _log_text(env, "stop1")
 
 
 def test_resume_without_last_checkpoint_is_an_input_error(env: Env, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from atft.config import Config, load
+from atft.data.panel import Panel
 from atft.horizons import Horizons
 
 log = logging.getLogger("atft.train")
@@ -122,16 +123,25 @@ def summary_table(final: dict[str, Any], horizons: Horizons, oracle: dict[str, A
     return "\n".join("  ".join(c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
 
 
-def check_inputs(cfg: Config) -> None:
-    """Before any heavy import (torch, torch-geometric): the dataset is there and readable as one
-    schema, and the run and log directories can be written."""
+def check_inputs(cfg: Config) -> Panel:
+    """Before any heavy import (torch, torch-geometric): the run and log directories can be
+    written, and the dataset is there, one schema, and loads and splits (columns, dtypes,
+    duplicates, infinite values, enough dates and stocks: ``atft.data.panel.load_panel`` and
+    ``atft.data.splits.split_panel``). Returns the panel, which the run then uses.
+    """
+    from atft.data.panel import load_panel
     from atft.data.source import check_one_schema, resolve_files
+    from atft.data.splits import split_panel
     from atft.io import check_writable_dir
+    from atft.synth.cache import resolve_data_path
 
-    if cfg.data.path:
-        check_one_schema(resolve_files(cfg.data.path))
     check_writable_dir(cfg.train.run_dir, "train.run_dir")
     check_writable_dir(cfg.train.log_dir, "train.log_dir")
+    path = resolve_data_path(cfg)
+    check_one_schema(resolve_files(path))
+    panel = load_panel(cfg, path)
+    split_panel(cfg, panel.valid)
+    return panel
 
 
 def cli_train(args: argparse.Namespace) -> int:
@@ -149,7 +159,7 @@ def cli_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         resume = None
-    check_inputs(cfg)
+    panel = check_inputs(cfg)
     from atft.train.fit import fit
 
     apply_single_process(cfg)
@@ -158,7 +168,7 @@ def cli_train(args: argparse.Namespace) -> int:
 
     try:
         with StopRequest() as stop:
-            result = fit(cfg, resume=resume, stop=stop)
+            result = fit(cfg, resume=resume, stop=stop, panel=panel)
     except GuardStop as guard:  # a live guard ended the run: exit 3 (1 = a check failed, 2 = bad input)
         print(f"atft train: stopped by a health guard: {guard.diagnosis}", file=sys.stderr)
         print("the run's last.pt and health.json are kept; plot the guards with: atft report runs/<run id>",

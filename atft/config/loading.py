@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from atft.config.sections import Config
@@ -75,13 +75,15 @@ def _read_yaml(p: Path) -> DictConfig:
     try:
         file_cfg = OmegaConf.load(p)
     except Exception as exc:  # yaml errors are not OmegaConf exceptions
-        raise ConfigError(f"cannot read config {p}: {exc}. Fix: make it valid YAML.") from None
+        raise ConfigError(f"cannot read config {p}: {' '.join(str(exc).split())}. Fix: make it valid YAML "
+                          "(a mapping of sections, e.g. 'train: {lr: 3e-4}').") from None
     if file_cfg is None or (isinstance(file_cfg, DictConfig) and not file_cfg):
         raise ConfigError(f"config {p} is empty. Fix: write the settings that differ from its base (e.g. "
-                          "'data:\n  path: my.parquet'), or pass no --config to use the embedded default.")
+                          "'data: {path: my.parquet}'), or pass no --config to use the embedded default.")
     if not isinstance(file_cfg, DictConfig):
-        raise ConfigError(f"config {p} holds a {type(file_cfg).__name__}, not a mapping of sections. "
-                          "Fix: write sections at the top level, e.g. 'train:\n  lr: 3e-4'.")
+        kind = "a list" if isinstance(file_cfg, ListConfig) else f"a {type(file_cfg).__name__}"
+        raise ConfigError(f"config {p} holds {kind}, not a mapping of sections. "
+                          "Fix: write sections at the top level, e.g. 'train: {lr: 3e-4}'.")
     return file_cfg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from atft.config.sections import Config
@@ -89,11 +90,13 @@ def _in_range(op: str, bound: float, v: float) -> bool:
 
 
 def check_ranges(cfg: Config) -> None:
-    """Every value of ``RANGES`` in its range, else one ConfigError naming the key, the value and the fix."""
+    """Every value of ``RANGES`` finite and in its range, else one ConfigError naming the key, the value
+    and the fix."""
     for key, (op, bound, what) in RANGES.items():
         v = _value(cfg, key)
-        if not (v == v and _in_range(op, bound, v)):  # NaN fails too
-            rule = f"{op} {bound:g}" if op in (">=", ">") else f"in {op}"
+        if not (math.isfinite(v) and _in_range(op, bound, v)):  # NaN and +-inf fail too
+            rule = ("finite and " if v == v and not math.isfinite(v) else "") + (
+                f"{op} {bound:g}" if op in (">=", ">") else f"in {op}")
             raise ConfigError(f"{key}={v:g} is out of range: it is {what} and must be {rule}. "
                               f"Fix: set {key} to a value {rule} (in the YAML or as {key}=...).")
 

@@ -97,6 +97,7 @@ class Moments:
             self.shift_of[ix, j] = cur
         return np.where(np.isnan(cur), 0.0, cur)
 
+    @np.errstate(invalid="ignore", over="ignore")  # +-inf cells (infinite_values' finding): NaN products
     def add(self, grid: np.ndarray, gl: np.ndarray, rows: np.ndarray, c: np.ndarray, miss: np.ndarray,
             tcells: list[np.ndarray], fpos: list[np.ndarray], fdates: list[np.ndarray], yn: np.ndarray,
             scratch: Scratch) -> None:
@@ -202,6 +203,7 @@ class Moments:
             ft["csy"][ix, t] += np.bincount(key, y, minlength=size).reshape(nd, nf)
             ft["csyy"][ix, t] += np.bincount(key, y * y, minlength=size).reshape(nd, nf)
 
+    @np.errstate(invalid="ignore", over="ignore")
     def medians(self, n_dates: int) -> np.ndarray:
         """Median over dates of |Pearson| per (feature, target), dates without one skipped.
 

@@ -18,8 +18,8 @@ from atft.data.batch import DayBatch
 from atft.data.loader import DayBatchLoader, GraphSource
 from atft.data.normalize import NormalizedPanel, Normalizer
 from atft.data.panel import Panel, load_panel
-from atft.data.splits import SPLIT_NAMES, Split, resolve_embargo, split_dates
-from atft.errors import DataError, InputError
+from atft.data.splits import SPLIT_NAMES, Split, split_panel
+from atft.errors import InputError
 from atft.horizons import Horizons
 
 log = logging.getLogger(__name__)
@@ -84,24 +84,8 @@ class Prepared:
         return loader.day(i)
 
 
-def check_enough_stocks(panel: Panel, split: Split, min_stocks: int) -> None:
-    """Every split has dates with at least ``data.min_stocks`` stocks (else a run takes no step and
-    reports NaN metrics).
-
-    Raises:
-        DataError: naming the split, the most stocks any of its dates has, and the minimum.
-    """
-    counts = panel.valid.sum(axis=1)  # [D] stocks per date
-    for name in SPLIT_NAMES:
-        idx = split.get(name)
-        if idx.size and int((counts[idx] >= min_stocks).sum()) == 0:
-            raise DataError(f"no {name} date has data.min_stocks={min_stocks} stocks (the most on any {name} date: "
-                            f"{int(counts[idx].max())}; {panel.num_stocks} stocks in all). Fix: use a panel with "
-                            f"more stocks or lower data.min_stocks (>= 2).")
-
-
 def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
-                 normalizer: Normalizer | None = None) -> Prepared:
+                 normalizer: Normalizer | None = None, panel: Panel | None = None) -> Prepared:
     """Load, split and normalize the dataset at ``path`` for ``cfg``; batches get ``graph``'s edges.
 
     Args:
@@ -111,22 +95,17 @@ def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
             ``cfg.graph_on``).
         normalizer: a fitted normalizer to apply as it is (restored from a checkpoint: the
             winsor bounds and target scale of the training run); None = fit on the train dates.
+        panel: the panel of ``path`` already loaded (``atft train`` checks it before importing
+            torch); None = load it here.
 
     Raises:
         DataError: from loading (columns, duplicates, ...) or splitting (too few dates).
     """
-    d = cfg.data
     t0 = time.perf_counter()
-    panel = load_panel(cfg, path)
+    panel = panel if panel is not None else load_panel(cfg, path)
     t1 = time.perf_counter()
     horizons = Horizons.from_config(cfg)
-    embargo = resolve_embargo(int(d.embargo_days), horizons.horizons)
-    # the first dates lack a full feature window or enough return history for a correlation
-    # graph; they are dropped whether or not the graph is on, so GAT on/off runs see the same dates
-    warmup = max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
-    split = split_dates(panel.num_dates, float(d.val_fraction), float(d.test_fraction), embargo,
-                        warmup=warmup)
-    check_enough_stocks(panel, split, int(d.min_stocks))
+    split = split_panel(cfg, panel.valid)
     if normalizer is None:
         normalizer = Normalizer.from_config(cfg).fit(panel, split.train)
     normalized = normalizer.transform(panel)
@@ -135,7 +114,7 @@ def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,
         log.info("graph path OFF (graph.enabled=%s, model.use_gat=%s): batches carry no edges in every split",
                  cfg.graph.enabled, cfg.model.use_gat)
     log.info("data: %d dates x %d stocks x %d features; split %s (embargo %d); load %.2fs, normalize %.2fs",
-             panel.num_dates, panel.num_stocks, panel.num_features, split.sizes(), embargo, t1 - t0, t2 - t1)
+             panel.num_dates, panel.num_stocks, panel.num_features, split.sizes(), split.embargo, t1 - t0, t2 - t1)
     return Prepared(cfg=cfg, panel=panel, horizons=horizons, split=split, normalizer=normalizer,
                     normalized=normalized, graph_builder=graph,
                     timings={"load_s": t1 - t0, "normalize_s": t2 - t1}, source=str(path))

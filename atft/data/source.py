@@ -64,7 +64,7 @@ def check_parquet_file(f: Path) -> None:
     text = head.decode("utf-8", errors="replace")
     if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text[:200]) and any(c in text for c in ",;\t"):
         raise DataError(f"{f} is a CSV / text file, not parquet. Fix: convert it, e.g. "
-                        f"polars.read_csv('{f.name}').write_parquet('{f.stem}.parquet') (atft build-dataset reads "
+                        f"polars.read_csv('{f.name}').write_parquet('{f.stem if f.suffix != '.parquet' else f.stem + '_converted'}.parquet') (atft build-dataset reads "
                         "CSV price files directly).")
     raise DataError(f"{f} is not a parquet file (it does not start with the parquet magic bytes). Fix: pass the "
                     "parquet dataset (atft build-dataset / atft synth write one).")
@@ -82,15 +82,17 @@ def check_one_schema(files: list[Path]) -> None:
     problems = []
     for f in files[1:]:
         other = pl.read_parquet_schema(f)
-        missing = [c for c in first if c not in other]
-        extra = [c for c in other if c not in first]
-        dtype = [f"{c}: {first[c]} vs {other[c]}" for c in first if c in other and first[c] != other[c]]
-        if missing or extra or dtype:
-            problems.append(f"{f.name} (missing {missing}, extra {extra}, dtypes {dtype})")
+        parts = [f"{label} {cols}" for label, cols in (
+            ("lacks", [c for c in first if c not in other]),
+            ("adds", [c for c in other if c not in first]),
+            ("retypes", [f"{c} {first[c]} -> {other[c]}" for c in first if c in other and first[c] != other[c]]))
+            if cols]
+        if parts:
+            problems.append(f"{f.name} {', '.join(parts)}")
     if problems:
-        raise DataError(f"the files of this dataset have different schemas: against {files[0].name}, "
-                        f"{'; '.join(problems[:3])}{' ...' if len(problems) > 3 else ''}. Fix: rewrite them with "
-                        "one schema (the same columns and dtypes), or point at one file.")
+        raise DataError(f"the files of this dataset have different schemas (compared with {files[0].name}): "
+                        f"{'; '.join(problems[:3])}{f'; and {len(problems) - 3} more files' if len(problems) > 3 else ''}"
+                        ". Fix: rewrite them with one schema (the same columns and dtypes), or point at one file.")
 
 
 def scan(path: str | os.PathLike[str], code_col: str = "Code", date_col: str = "Date") -> pl.LazyFrame:

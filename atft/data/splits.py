@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atft.config import Config
 from atft.errors import DataError, InputError
+from atft.horizons import Horizons
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -100,3 +102,41 @@ def split_dates(num_dates: int, val_fraction: float, test_fraction: float, embar
     start_test = num_dates - n_test
     test = np.arange(start_test, num_dates, dtype=np.int64)
     return Split(train=train, val=val, test=test, embargo=int(embargo), warmup=int(warmup))
+
+
+def check_enough_stocks(valid: np.ndarray, split: Split, min_stocks: int) -> None:
+    """Every split has dates with at least ``data.min_stocks`` stocks (else a run takes no step and
+    reports NaN metrics).
+
+    Args:
+        valid: ``[D, N]`` bool, a row exists (``Panel.valid``).
+
+    Raises:
+        DataError: naming the split, the most stocks any of its dates has, and the minimum.
+    """
+    counts = valid.sum(axis=1)  # [D] stocks per date
+    for name in SPLIT_NAMES:
+        idx = split.get(name)
+        if idx.size and int((counts[idx] >= min_stocks).sum()) == 0:
+            raise DataError(f"no {name} date has data.min_stocks={min_stocks} stocks (the most on any {name} date: "
+                            f"{int(counts[idx].max())}; {valid.shape[1]} stocks in all). Fix: use a panel with "
+                            f"more stocks or lower data.min_stocks (>= 2).")
+
+
+def split_panel(cfg: Config, valid: np.ndarray) -> Split:
+    """THE split of a panel for ``cfg``: embargo ``data.embargo_days`` (-1 = the longest horizon),
+    the first ``max(sequence_length - 1, graph.min_obs)`` dates dropped whether or not the graph
+    is on (GAT on/off runs see the same dates), and every split with a date of ``data.min_stocks``.
+
+    Args:
+        valid: ``[D, N]`` bool, a row exists (``Panel.valid``).
+
+    Raises:
+        DataError: too few dates or stocks, named with the numbers and the fix.
+    """
+    d = cfg.data
+    embargo = resolve_embargo(int(d.embargo_days), Horizons.from_config(cfg).horizons)
+    warmup = max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
+    split = split_dates(valid.shape[0], float(d.val_fraction), float(d.test_fraction), embargo, warmup=warmup)
+    check_enough_stocks(valid, split, int(d.min_stocks))
+    return split

@@ -105,7 +105,7 @@ class HealthContext:
 
     # ------------------------------------------------------------------ data
     def _r_dataset(self) -> str | Path | pl.DataFrame:
-        from atft.train.prepare import resolve_data_path
+        from atft.synth.cache import resolve_data_path
 
         return resolve_data_path(self.cfg)
 

@@ -127,10 +127,17 @@ def _share_cores_between_workers() -> None:
         torch.set_num_threads(probe_threads()[0])
 
 
+_PROFILES_SET = False
+
+
 def _register_hypothesis_profiles() -> None:
     """``dev`` (random, a few examples) and ``ci`` (derandomized); HYPOTHESIS_PROFILE picks one."""
     from hypothesis import HealthCheck, settings
 
+    global _PROFILES_SET
+    if _PROFILES_SET:  # set by an enclosing session already (the suite run in-process, e.g. in a property test)
+        return
+    _PROFILES_SET = True
     common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
     settings.register_profile("dev", max_examples=15, **common)
     settings.register_profile("ci", max_examples=15, derandomize=True, print_blob=True, **common)

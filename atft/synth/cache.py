@@ -120,3 +120,10 @@ def read_sidecar(cfg: Config, *, generate_default: bool = True) -> dict[str, Any
         return None
     meta: dict[str, Any] = json.loads(side.read_text())
     return meta
+
+
+def resolve_data_path(cfg: Config, path: str | None = None) -> str:
+    """The dataset path: ``path``, else ``cfg.data.path``, else the embedded synthetic panel
+    (generated into ``data.cache_dir`` on first use)."""
+    p = path if path is not None else str(cfg.data.path)
+    return p if p else str(ensure_default_panel(cfg))

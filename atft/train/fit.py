@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from atft.config import Config, describe, to_yaml
+from atft.data.panel import Panel
 from atft.data.pipeline import Prepared
 from atft.errors import InputError
 from atft.eval.inference import ic_bootstrap_ci
@@ -145,7 +146,7 @@ def _restore(ck: dict[str, Any], model: torch.nn.Module, optimizer: Any, schedul
 
 def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | None = None,
         run_id: str | None = None, callbacks: Sequence[EpochCallback] = (),
-        stop: Callable[[], bool] | None = None) -> FitResult:
+        stop: Callable[[], bool] | None = None, panel: Panel | None = None) -> FitResult:
     """Train per ``cfg``; write ``runs/<run_id>/`` and ``_logs/training/train_<run_id>.log``.
 
     Args:
@@ -158,6 +159,8 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
         callbacks: called as ``cb(epoch, record)`` after each epoch's checkpoint is written.
         stop: asked after every step; True saves a mid-epoch ``last.pt`` and raises
             ``RunInterrupted`` (``atft.train.interrupt.StopRequest`` answers it on Ctrl-C).
+        panel: the dataset's panel when the caller loaded and checked it already (``atft train``
+            does, before torch is imported); used when ``prepared`` is None.
 
     Raises:
         GuardStop: a live guard stopped the run (``last.pt`` and ``health.json`` kept).
@@ -185,7 +188,8 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
         if t.max_steps_per_epoch:
             log.warning("train.max_steps_per_epoch=%d caps every epoch", t.max_steps_per_epoch)
         if prepared is None:  # a resumed run applies the normalizer it was trained with
-            prepared = prepare(cfg, normalizer=normalizer_from(load_checkpoint(last_pt)) if resume is not None else None)
+            prepared = prepare(cfg, normalizer=normalizer_from(load_checkpoint(last_pt)) if resume is not None else None,
+                               panel=panel)
         if stop is not None and stop():
             raise RunInterrupted(run_dir, 0, 0, False, str(getattr(stop, "requested", "a stop request")))
         last_pt.parent.mkdir(parents=True, exist_ok=True)  # the data is ready: the run directory may exist
@@ -301,7 +305,9 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
         release_cuda_memory()  # nothing of the run referenced any more (save_last's cells included)
         return FitResult(run_dir, st.history, st.best_epoch, st.best_metric, final, stopped_early)
     except BaseException as exc:
-        if not isinstance(exc, (GuardStop, RunInterrupted)):
+        if isinstance(exc, RunInterrupted):
+            log.warning("run %s %s", run_id, exc)
+        elif not isinstance(exc, GuardStop):
             log.error("run %s failed: %s: %s", run_id, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         if created and not last_pt.exists():  # nothing resumable: leave no half-written run directory
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -13,32 +13,26 @@ from pathlib import Path
 
 from atft.config import Config
 from atft.data.normalize import Normalizer
+from atft.data.panel import Panel
 from atft.data.pipeline import Prepared, prepare_data
 from atft.graph.builder import GraphBuilder
+from atft.synth.cache import resolve_data_path
 
 
-def resolve_data_path(cfg: Config, path: str | None = None) -> str:
-    """The dataset path: ``path``, else ``cfg.data.path``, else the embedded synthetic panel
-    (generated into ``data.cache_dir`` on first use)."""
-    p = path if path is not None else str(cfg.data.path)
-    if p:
-        return p
-    from atft.synth.cache import ensure_default_panel
-
-    return str(ensure_default_panel(cfg))
-
-
-def prepare(cfg: Config, path: str | Path | None = None, *, normalizer: Normalizer | None = None) -> Prepared:
+def prepare(cfg: Config, path: str | Path | None = None, *, normalizer: Normalizer | None = None,
+            panel: Panel | None = None) -> Prepared:
     """Load, split, normalize and set up graphs for ``cfg``.
 
     Args:
         cfg: the ``atft.config.Config``.
         path: dataset path; None = ``cfg.data.path`` ("" = the embedded synthetic panel).
         normalizer: a fitted normalizer (from a checkpoint) to apply instead of fitting one.
+        panel: the dataset's panel, already loaded and checked (``atft train`` does so before
+            importing torch); None = load it.
 
     Raises:
         DataError: from loading (columns, duplicates, ...) or splitting (too few dates).
     """
     src = resolve_data_path(cfg, None if path is None else str(path))
     graph = GraphBuilder.from_config(cfg.graph) if cfg.graph_on else None
-    return prepare_data(cfg, src, graph=graph, normalizer=normalizer)
+    return prepare_data(cfg, src, graph=graph, normalizer=normalizer, panel=panel)
