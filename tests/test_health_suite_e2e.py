@@ -105,3 +105,22 @@ def test_suite_rejects_a_config_whose_horizons_the_data_lacks(user_dataset, tmp_
     failed = {c["name"] for c in report.get("checks", []) if not c["passed"]}
     assert any(n.startswith("target_columns") for n in failed), failed
     assert "target_1d" in out
+
+
+def test_training_on_a_built_dataset_fires_no_guard(user_dataset, tmp_path, monkeypatch):
+    """Issue 14's 'done when': a dataset built from prices trains without a live guard firing
+    (every guard evaluated every step: health.guard_every=1)."""
+    data, cfg = user_dataset
+    monkeypatch.chdir(tmp_path)
+    from atft.cli import main
+
+    rc = main(["train", "--config", str(cfg), "--data-path", str(data), "--max-epochs", "2",
+               "train.run_dir=runs", "train.log_dir=logs", "train.num_threads=1", "health.guard_every=1",
+               "health.guard_graph_every=2"])
+    assert rc == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    health = json.loads((run / "health.json").read_text())
+    assert health["last_step"] > 0
+    fired = {g: [e["step"] for e in v["series"] if "fired" in e] for g, v in health["guards"].items()}
+    assert not any(fired.values()), fired
+    assert {"loss", "yhat_std", "grad_norm", "update_ratio", "skipped", "graph"} <= set(health["guards"])
