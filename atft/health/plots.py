@@ -117,7 +117,8 @@ def plot_ic(histories: list[dict[str, Any]], path: Path, oracle: dict[str, float
     ax.set_ylabel("IC (mean per-date Pearson)")
     ax.set_title("Is IC rising, and how sure are we? (band: +-1.96 s.e., i.i.d. days: too narrow)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, ncol=2, loc="best")
+    # outside the axes: inside, it covered the oracle lines and the test points
+    ax.legend(fontsize=6.5, ncol=2, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     _save(fig, path)
 
 
@@ -153,11 +154,15 @@ def plot_guards(health: dict[str, Any], path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     guards = health.get("guards", {})
+    last = int(health.get("last_step") or max([e["step"] for g in guards.values() for e in g.get("series", [])],
+                                               default=1))
     for ax, (name, label, log) in zip(axes.ravel(), GUARD_PANELS, strict=True):
         g = guards.get(name, {})
         series = [e for e in g.get("series", []) if "fired" not in e]
         keys = sorted({k for e in series for k in e if k not in ("step", "over")})
-        colors = horizon_colors([k.removeprefix("horizon_") for k in keys]) if name == "yhat_std" else {}
+        # one colour per horizon in every panel (the IC and histogram plots use the same map)
+        hz = [k.removeprefix("horizon_") for k in keys if k.startswith("horizon_")]
+        colors = horizon_colors(hz)
         for j, k in enumerate(keys):
             pts = [(e["step"], e[k]) for e in series if k in e and e[k] is not None]
             if pts:
@@ -178,6 +183,7 @@ def plot_guards(health: dict[str, Any], path: Path) -> None:
         fired = any("fired" in e for e in g.get("series", []))
         ax.set_title(f"{name}: {'FIRED' if fired else 'quiet'}", fontsize=9, color="crimson" if fired else "black")
         ax.set_xlabel("training step")
+        ax.set_xlim(-0.02 * max(last, 1), 1.02 * max(last, 1))  # the run's steps, even for a sparse series
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
         if keys:

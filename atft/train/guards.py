@@ -25,7 +25,7 @@ graph      GAT's effect: mean |forecast change| with the     1e-3, 2, warn (ever
 Cost: no extra forward pass and no host synchronisation on ordinary steps (the loss is already
 synced by the loop); on a guard step one norm per part, one copy of the parameters and a few
 reductions of the forward's own output; the graph measurement is two eval forwards of one held
-batch every ``guard_graph_every`` steps. ``bench/bench_train_step.py`` measures on vs off.
+batch every ``guard_graph_every`` steps. ``bench/bench_guards.py`` measures on vs off.
 
 A ``stop`` raises ``GuardStop`` with a one-line diagnosis (signal, values, step, likely causes);
 ``fit`` then keeps ``last.pt``, writes ``runs/<id>/health.json`` (every guard's series) and
