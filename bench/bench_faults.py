@@ -7,7 +7,8 @@ embedded synthetic panel, the fresh atft model, THE training step), the figure w
 planted fault (``@health_check(fault=...)``), the threshold and both verdicts, so that a reader sees
 how far each fault moves its figure past the threshold. ``tests/test_health_registry.py`` asserts
 the verdicts; this prints the numbers behind them. The slow gates read planted run records (as in
-that test); the cuda checks skip without a GPU. One torch thread; seeds fixed by the config.
+that test); the cuda checks skip without a GPU. One torch thread; seeds fixed by the config; the
+hypothesis-driven checks under the derandomized ``ci`` profile (the same figures every run).
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    import os
+
+    os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")  # the property checks derandomized, as in CI
+    from atft.health.plugin import _register_hypothesis_profiles
+
+    _register_hypothesis_profiles()
     from atft.config import load
     from atft.health.checks.quality import planted_run
     from atft.health.context import HealthContext

@@ -148,6 +148,25 @@ def test_a_panel_below_min_stocks(tmp_path: Path, panel: Path, capsys: pytest.Ca
     assert listing(tmp_path) == ["three.parquet"]
 
 
+@pytest.mark.parametrize("dates", [60, 88])
+def test_a_panel_too_short_to_split_fails_check_data_as_train_refuses_it(dates: int, tmp_path: Path, panel: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the long property profile: check-data passed a 79-date panel (its rule was 2 x the
+    longest horizon + 20 = 60 dates) that train refused (warm-up 30, val/test 15 %, embargo 20
+    before each: 89 dates for the smoke config). One rule now: ``splits.min_panel_dates``."""
+    df = pl.read_parquet(panel)
+    short = df.filter(pl.col("Date").is_in(df["Date"].unique().sort().head(dates).implode()))
+    data = write_variant(panel, tmp_path / "short.parquet", frame=short)
+    rc, err = run(train_argv(tmp_path, data), capsys)
+    assert rc == 2 and "too few dates" in one_error_line(err, "train")
+    rc, _ = run(["check-data", str(data), "--config", "smoke", "--json", str(tmp_path / "c.json")], capsys)
+    import json
+
+    rows = {r["name"]: r for r in json.loads((tmp_path / "c.json").read_text())["results"]}
+    assert rc == 1 and not rows["dataset_size"]["passed"]
+    assert rows["dataset_size"]["figure"] == dates and rows["dataset_size"]["threshold"] == 89
+
+
 @pytest.mark.parametrize("name", ["prices.csv", "prices.parquet"])
 def test_a_csv_where_parquet_is_expected(tmp_path: Path, panel: Path, capsys: pytest.CaptureFixture[str],
                                          name: str) -> None:

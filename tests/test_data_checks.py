@@ -35,8 +35,11 @@ DATES = [dt.date(2023, 1, 2) + dt.timedelta(days=i) for i in range(N_DATES)]
 
 
 def _cfg() -> Config:
+    """Horizons 1 and 5, and a warm-up short enough that the 30-date panel can be split (a warm-up
+    of max(sequence_length - 1, graph.min_obs) = 10, val/test 3 dates each, embargo 5 before each)."""
     cfg = Config()
     cfg.data.horizons = [1, 5]
+    cfg.data.sequence_length, cfg.graph.min_obs = 5, 10
     return cfg
 
 
@@ -192,9 +195,10 @@ def test_cli_check_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     clean_panel().write_parquet(tmp_path / "ok.parquet")
     _leak(clean_panel()).write_parquet(tmp_path / "bad.parquet")
     out = tmp_path / "r.json"
-    assert main(["check-data", str(tmp_path / "ok.parquet"), "data.horizons=[1,5]", "--json", str(out)]) == 0
+    short = ["data.horizons=[1,5]", "graph.min_obs=10"]  # _cfg()'s warm-up: the 30-date panel splits
+    assert main(["check-data", str(tmp_path / "ok.parquet"), *short, "--json", str(out)]) == 0
     assert json.loads(out.read_text())["passed"] is True
-    assert main(["check-data", str(tmp_path / "bad.parquet"), "data.horizons=[1,5]"]) == 1
+    assert main(["check-data", str(tmp_path / "bad.parquet"), *short]) == 1
     assert "FAIL leakage[feat_ret_5d]" in capsys.readouterr().out
     assert main(["check-data", str(tmp_path / "missing.parquet")]) == 2
 

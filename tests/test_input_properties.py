@@ -54,7 +54,20 @@ FEATURES = ["x000", "x001", "x002", "x003", "x004", "x005"]
 TARGETS = ["feat_ret_1d", "feat_ret_5d", "feat_ret_10d", "feat_ret_20d"]
 TRAIN = ["--config", "smoke", "--max-epochs", "1", "train.device=cpu", "train.progress=false",
          "train.max_steps_per_epoch=1", "data.min_stocks=10", "train.num_threads=1"]
-MIN_STOCKS, MIN_DATES = 10, 2 * 20 + 20  # the rules: data.min_stocks above, 2 x the longest horizon + 20
+MIN_STOCKS = 10  # data.min_stocks above
+
+
+def _trainable(dates: int, warmup: int = 30, embargo: int = 20, fraction: float = 0.15) -> bool:
+    """The smoke config's date rule, written out here apart from atft.data.splits: a warm-up of
+    max(sequence_length - 1, graph.min_obs) = 30 dates, val and test round(0.15 x usable) dates
+    each, an embargo of the longest horizon (20) before each, at least one train date, and
+    2 x 20 + 20 dates so every horizon has targets outside its tail."""
+    usable = dates - warmup
+    held = round(fraction * usable)
+    return dates >= 2 * 20 + 20 and held >= 1 and usable - 2 * held - 2 * embargo >= 1
+
+
+MIN_DATES = next(d for d in range(1, 1000) if _trainable(d))  # 89 for the smoke config
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +78,13 @@ def valid(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
         assert main(["synth", "--out", str(path), "--stocks", "30", "--days", "110", "--features", "6",
                      "--config", "smoke"]) == 0
     return pl.read_parquet(path)
+
+
+def test_the_date_rule_written_here_agrees_with_the_code() -> None:
+    from atft.config import load
+    from atft.data.splits import min_panel_dates
+
+    assert MIN_DATES == min_panel_dates(load("smoke", ["data.min_stocks=10"])) == 89
 
 
 # ------------------------------------------------------------------ mutations of a dataset

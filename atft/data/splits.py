@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atft.config import Config
+from atft.data.schema import min_dates
 from atft.errors import DataError, InputError
 from atft.horizons import Horizons
 
@@ -134,9 +135,30 @@ def split_panel(cfg: Config, valid: np.ndarray) -> Split:
     Raises:
         DataError: too few dates or stocks, named with the numbers and the fix.
     """
+    embargo, warmup = _embargo_warmup(cfg)
+    split = split_dates(valid.shape[0], float(cfg.data.val_fraction), float(cfg.data.test_fraction), embargo,
+                        warmup=warmup)
+    check_enough_stocks(valid, split, int(cfg.data.min_stocks))
+    return split
+
+
+def _embargo_warmup(cfg: Config) -> tuple[int, int]:
     d = cfg.data
     embargo = resolve_embargo(int(d.embargo_days), Horizons.from_config(cfg).horizons)
-    warmup = max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
-    split = split_dates(valid.shape[0], float(d.val_fraction), float(d.test_fraction), embargo, warmup=warmup)
-    check_enough_stocks(valid, split, int(d.min_stocks))
-    return split
+    return embargo, max(int(d.sequence_length) - 1, int(cfg.graph.min_obs))
+
+
+def min_panel_dates(cfg: Config) -> int:
+    """THE fewest dates a panel needs for ``cfg``: the smallest D for which ``split_panel``'s date
+    split exists (warm-up, val / test fractions, embargoes), and at least ``schema.min_dates``
+    (every horizon's targets outside its tail). ``atft check-data`` (``dataset_size``) and
+    ``atft train`` apply the same number."""
+    embargo, warmup = _embargo_warmup(cfg)
+    start = max(min_dates(Horizons.from_config(cfg).horizons), warmup + 1)
+    for n in range(start, start + 1_000_000):
+        try:
+            split_dates(n, float(cfg.data.val_fraction), float(cfg.data.test_fraction), embargo, warmup=warmup)
+        except DataError:
+            continue
+        return n
+    raise DataError("no panel length splits with these data.val_fraction / data.test_fraction. Fix: lower them.")

@@ -36,11 +36,11 @@ from atft.data.batches import open_source
 from atft.data.schema import (  # noqa: F401 (feature_columns / legit_tail: part of this module's API)
     feature_columns,
     legit_tail,
-    min_dates,
     selection_problems,
     target_columns,
     target_dtype_problems,
 )
+from atft.data.splits import min_panel_dates
 from atft.data.stats import DatasetStats, build_stats
 from atft.health.result import CheckResult
 from atft.horizons import Horizons, looks_like_target
@@ -132,16 +132,21 @@ def check_target_columns(data: Data, cfg: Config) -> list[CheckResult]:
 
 
 def check_dataset_size(data: Data, cfg: Config) -> list[CheckResult]:
-    """The dataset has rows and at least ``2 x the longest horizon + 20`` dates (``schema.min_dates``)."""
+    """The dataset has rows and at least the dates ``atft train`` needs for this config
+    (``splits.min_panel_dates``: the warm-up, val / test and embargo dates, and 2 x the longest
+    horizon + 20 so that every target exists outside its tail)."""
     s = stats_of(data, cfg, "rows")
     hz = Horizons.from_config(cfg)
-    rows, dates, need = int(s.per_date["len"].sum()) if s.per_date.height else 0, s.per_date.height, min_dates(hz.horizons)
+    rows, dates, need = int(s.per_date["len"].sum()) if s.per_date.height else 0, s.per_date.height, min_panel_dates(cfg)
     if rows == 0:
         msg = "the dataset is empty (0 rows). Fix: point at the real dataset, or rebuild it (atft build-dataset)."
     else:
-        msg = (f"the dataset is too short: {dates} dates, and the longest horizon is {hz.max} days: at least {need} "
-               "are needed so that every target exists outside its last-h-rows tail and a split has dates to "
-               "train on. Fix: use a longer panel, or drop the long horizons (data.horizons).")
+        d = cfg.data
+        msg = (f"the dataset is too short: {dates} dates; this config needs at least {need} (a warm-up of "
+               f"max(data.sequence_length - 1, graph.min_obs) dates, val / test fractions {d.val_fraction} / "
+               f"{d.test_fraction}, an embargo before each, and 2 x the longest horizon ({hz.max} days) + 20). "
+               "Fix: use a longer panel, smaller val/test fractions, a shorter sequence_length or graph.min_obs, "
+               "or drop the long horizons (data.horizons).")
     return [CheckResult.compare("dataset_size", float(dates if rows else 0), float(need), ">=", msg,
                                 [f"rows={rows}", f"dates={dates}"])]
 
