@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from atft.cli import main
+from atft.cli.train import without_nproc
 from atft.config import Config
 from atft.data.loader import DayBatchLoader
 from atft.model.atft_gat_fan import ATFT_GAT_FAN
@@ -226,3 +227,16 @@ def test_resume_with_another_number_of_processes_is_an_input_error(launched: Lau
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--resume", str(launched.root / "runs" / "full")]) == 2
     assert "trained by 2 process(es), this is 1" in capsys.readouterr().err
+
+
+def test_nproc_is_dropped_from_the_relaunched_command() -> None:
+    assert without_nproc(["-v", "train", "--nproc", "2", "--config", "smoke", "a=1"]) == ["-v", "train", "--config",
+                                                                                         "smoke", "a=1"]
+    assert without_nproc(["train", "--nproc=4", "--resume", "r"]) == ["train", "--resume", "r"]
+
+
+def test_nproc_under_torchrun_is_an_input_error(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--nproc", "2", "--config", "smoke"]) == 2
+    assert "--nproc under torchrun" in capsys.readouterr().err
