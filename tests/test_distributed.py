@@ -205,7 +205,8 @@ def test_a_stop_on_one_rank_then_resume_under_torchrun_equals_the_uninterrupted_
         launched: Launched, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     root = launched.root
     for r in (0, 1):  # the request reached rank 0 only; both stopped at the same step boundary
-        assert launched.out[r]["cut"].startswith("RunInterrupted: interrupted by SIGTERM at epoch 1, after batch 1")
+        assert launched.out[r]["cut"].startswith("RunInterrupted: interrupted by SIGTERM at epoch 1, after batch 1; "
+                                                 "continue with: atft train --nproc 2 --resume")
     ck = torch.load(root / "runs" / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["world_size"] == 2 and [r["mid_epoch"]["batches"] for r in ck["ranks"]] == [1, 1]
     for key, value in _env().items():

@@ -162,7 +162,10 @@ def launch(args: argparse.Namespace) -> int:
     """``atft train --nproc N``: this very command in N processes under ``torchrun``
     (``torch.distributed.run --standalone``: one machine, a free port), each running
     ``python -m atft.cli train ...`` without ``--nproc``. Returns the processes' exit code (3 a
-    guard, 130 an interrupt: the same on every rank; else the first failure's)."""
+    guard, 130 an interrupt: the same on every rank; else the first failure's). A Ctrl-C or SIGTERM
+    of this process reaches the ranks through torchrun (which SIGKILLs them 30 s later): they agree
+    to stop at the next step boundary and rank 0 saves a resumable ``last.pt``; exit 130."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
@@ -173,6 +176,8 @@ def launch(args: argparse.Namespace) -> int:
     except ChildFailedError as exc:
         codes = [f.exitcode for _, f in sorted(exc.failures.items())]
         return next((c for c in codes if c in (EXIT_GUARD, EXIT_INTERRUPTED)), codes[0] if codes else 1)
+    except SignalException:  # Ctrl-C / SIGTERM: torchrun passed it on; the ranks stopped at a step boundary
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -218,7 +218,8 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
             prepared = prepare(cfg, normalizer=normalizer_from(load_checkpoint(last_pt)) if resume is not None else None,
                                panel=panel)
         if stop is not None and stop():
-            raise RunInterrupted(run_dir, 0, 0, False, str(getattr(stop, "requested", "a stop request")))
+            raise RunInterrupted(run_dir, 0, 0, False, str(getattr(stop, "requested", "a stop request")),
+                                 nproc=ctx.world_size)
         if ctx.is_main:
             last_pt.parent.mkdir(parents=True, exist_ok=True)  # the data is ready: the run directory may exist
             write_text(run_dir / "config.yaml", to_yaml(cfg))
@@ -279,7 +280,7 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
                     if ctx.is_main:
                         write_guards(run_dir, guards)
                     raise RunInterrupted(run_dir, epoch, stats.progress.batches, True,
-                                         str(getattr(stop, "requested", "a stop request")))
+                                         str(getattr(stop, "requested", "a stop request")), nproc=ctx.world_size)
                 if guards is not None:
                     guards.on_epoch_end(epoch, stats.steps, stats.loss)
                 if agreed is not None:
@@ -325,7 +326,8 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
             for cb in callbacks:
                 cb(epoch, record)
             if stop is not None and stop() and epoch + 1 < t.max_epochs:
-                raise RunInterrupted(run_dir, epoch + 1, 0, True, str(getattr(stop, "requested", "a stop request")))
+                raise RunInterrupted(run_dir, epoch + 1, 0, True, str(getattr(stop, "requested", "a stop request")),
+                                     nproc=ctx.world_size)
             if t.patience and st.bad_epochs >= t.patience:
                 log.info("early stopping at epoch %d: %s did not improve for %d epochs (train.patience=%d; "
                          "best %.6g at epoch %d, mode %s)", epoch, t.early_stopping_metric, st.bad_epochs,
