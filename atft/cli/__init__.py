@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=None, help="train.lr (AdamW peak learning rate)")
     s.add_argument("--seed", type=int, default=None, help="train.seed")
     s.add_argument("--resume", default=None, help="run id or run directory to continue from last.pt")
+    s.add_argument("--nproc", type=_positive_int, default=None,
+                   help="processes on this machine, data parallel over days: this command under torchrun "
+                        "(torch.distributed.run --standalone --nproc_per_node N -m atft.cli train ...)")
     s.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     s = sub.add_parser("diagnose-head", help="per-horizon spread of the prediction heads; exit 1 if collapsed")
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (atft train --nproc relaunches it)
     if args.command == "health":  # everything after the marker belongs to pytest
         args.pytest_args = list(args.pytest_args or []) + extra
         extra = []
@@ -137,6 +141,14 @@ EXIT_INPUT = 2  # bad input: one line naming the problem and the fix
 EXIT_GUARD = 3  # a live guard stopped the training run
 EXIT_INTERNAL = 70  # an internal error (EX_SOFTWARE): a bug, the traceback saved to a file
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (128 + SIGINT)
+
+
+def _positive_int(text: str) -> int:
+    """An argparse ``type=``: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
 
 
 def _terminate(signum: int, frame: object) -> None:

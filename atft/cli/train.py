@@ -17,6 +17,7 @@ from typing import Any
 
 from atft.config import Config, load
 from atft.data.panel import Panel
+from atft.errors import InputError
 from atft.horizons import Horizons
 
 log = logging.getLogger("atft.train")
@@ -144,9 +145,60 @@ def check_inputs(cfg: Config) -> Panel:
     return panel
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N`` / ``--nproc=N`` (what each process of a launch runs)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def launch(args: argparse.Namespace) -> int:
+    """``atft train --nproc N``: this very command in N processes under ``torchrun``
+    (``torch.distributed.run --standalone``: one machine, a free port), each running
+    ``python -m atft.cli train ...`` without ``--nproc``. Returns the processes' exit code (3 a
+    guard, 130 an interrupt: the same on every rank; else the first failure's). A Ctrl-C or SIGTERM
+    of this process reaches the ranks through torchrun (which SIGKILLs them 30 s later): they agree
+    to stop at the next step boundary and rank 0 saves a resumable ``last.pt``; exit 130."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    argv = ["--standalone", f"--nproc_per_node={args.nproc}", "-m", "atft.cli", *without_nproc(args.argv)]
+    log.info("atft train --nproc %d: torchrun %s", args.nproc, " ".join(argv))
+    try:
+        torchrun(argv)
+    except ChildFailedError as exc:
+        codes = [f.exitcode for _, f in sorted(exc.failures.items())]
+        return next((c for c in codes if c in (EXIT_GUARD, EXIT_INTERRUPTED)), codes[0] if codes else 1)
+    except SignalException:  # Ctrl-C / SIGTERM: torchrun passed it on; the ranks stopped at a step boundary
+        return EXIT_INTERRUPTED
+    return 0
+
+
+EXIT_GUARD, EXIT_INTERRUPTED = 3, 130
+
+
 def cli_train(args: argparse.Namespace) -> int:
     """``atft train``: fit, then the closing table with the oracle when the data has one; exit 3 when
-    a live guard stopped the run, 130 when interrupted (resumable from last.pt)."""
+    a live guard stopped the run, 130 when interrupted (resumable from last.pt).
+
+    ``--nproc N`` (N > 1) relaunches the command under ``torchrun`` (``launch``) once the inputs are
+    checked; under ``torchrun`` every process runs this function, rank 0 prints and writes, the
+    others log warnings only (``atft.train.distributed``).
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    nproc = getattr(args, "nproc", None) or 1
+    if nproc > 1 and "WORLD_SIZE" in os.environ:
+        raise InputError("--nproc under torchrun: the processes are already launched. Fix: drop --nproc "
+                         "(torchrun --nproc_per_node sets the number).")
+    if rank > 0:  # one voice: rank 0 logs the run
+        logging.getLogger("atft").setLevel(logging.WARNING)
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -160,6 +212,8 @@ def cli_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         resume = None
     panel = check_inputs(cfg)
+    if nproc > 1:
+        return launch(args)
     from atft.train.fit import fit
 
     apply_single_process(cfg)
@@ -170,13 +224,18 @@ def cli_train(args: argparse.Namespace) -> int:
         with StopRequest() as stop:
             result = fit(cfg, resume=resume, stop=stop, panel=panel)
     except GuardStop as guard:  # a live guard ended the run: exit 3 (1 = a check failed, 2 = bad input)
+        if rank > 0:
+            return EXIT_GUARD
         print(f"atft train: stopped by a health guard: {guard.diagnosis}", file=sys.stderr)
         print("the run's last.pt and health.json are kept; plot the guards with: atft report runs/<run id>",
               file=sys.stderr)
-        return 3
+        return EXIT_GUARD
     except RunInterrupted as interrupted:
-        print(f"atft train: {interrupted}", file=sys.stderr)
-        return 130
+        if rank == 0:
+            print(f"atft train: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if rank > 0:
+        return 0
     horizons = Horizons.from_config(cfg)
     oracle, same = attach_oracle(cfg, result.final, result.run_dir, horizons)
     print(f"run: {result.run_dir}  best epoch {result.best_epoch} "

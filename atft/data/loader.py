@@ -47,6 +47,13 @@ class DayBatchLoader:
         shuffle: shuffle the day order (seeded by ``seed`` and the epoch set by ``set_epoch``).
         seed: seed of the day order.
         min_stocks: dates with fewer valid stocks are skipped (counted in ``skipped_dates``).
+        num_replicas, rank: data parallelism (``atft.train.distributed``): this loader serves
+            replica ``rank``'s share of the days, like ``torch.utils.data.DistributedSampler``:
+            the epoch's day order (the same on every replica) is padded by repeating its first
+            days to a multiple of ``num_replicas`` and dealt round-robin (replica r gets the
+            positions r, r + K, ...); batches are packed jointly, so every replica has the same
+            number of batches and no replica's batch exceeds ``batch_size``. ``num_replicas=1``
+            is the plain loader.
 
     The day order and packing of an epoch are fixed by ``set_epoch(e)`` (epoch 0 at creation);
     ``len(loader)`` is the number of batches of the current epoch.
@@ -54,13 +61,15 @@ class DayBatchLoader:
 
     def __init__(self, panel: Panel, normalized: NormalizedPanel, date_indices: np.ndarray, seq_len: int,
                  batch_size: int, graph_builder: GraphSource | None = None, shuffle: bool = False,
-                 seed: int = 0, min_stocks: int = 1) -> None:
+                 seed: int = 0, min_stocks: int = 1, num_replicas: int = 1, rank: int = 0) -> None:
         if seq_len < 1 or batch_size < 1:
             raise InputError(f"seq_len={seq_len} and batch_size={batch_size} must be >= 1. "
                              "Fix: set data.sequence_length and train.batch_size to positive values.")
         if normalized.features.shape[:2] != panel.valid.shape:
             raise InputError(f"normalized features {normalized.features.shape[:2]} do not match the panel "
                              f"{panel.valid.shape}. Fix: normalize this panel (Normalizer.transform(panel)).")
+        if not 0 <= rank < num_replicas:
+            raise InputError(f"rank {rank} outside [0, {num_replicas}). Fix: pass 0 <= rank < num_replicas.")
         idx = np.asarray(date_indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= panel.num_dates):
             raise InputError(f"date indices outside [0, {panel.num_dates}). Fix: pass indices into panel.dates.")
@@ -72,6 +81,7 @@ class DayBatchLoader:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.min_stocks = int(min_stocks)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         counts = panel.valid[idx].sum(axis=1)  # [D_split]
         keep = counts >= self.min_stocks
         self.dates = idx[keep]  # [D_kept] date indices served
@@ -87,20 +97,29 @@ class DayBatchLoader:
         self._plan = self._make_plan()
 
     def _make_plan(self) -> list[np.ndarray]:
-        """Positions into ``self.dates`` per batch, in iteration order."""
+        """Positions into ``self.dates`` per batch of this replica, in iteration order.
+
+        A slot is one day per replica (``num_replicas`` consecutive days of the epoch's order);
+        a batch takes consecutive slots while every replica's stocks stay <= ``batch_size``.
+        """
         order = np.arange(self.dates.size)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.dates.size)
+        k = self.num_replicas
+        if k > 1 and order.size % k:  # pad like DistributedSampler: repeat the first days
+            order = np.resize(order, order.size + k - order.size % k)
+        slots = order.reshape(-1, k)  # [S, K] day positions, one column per replica
+        sizes = self.day_sizes[slots]  # [S, K] stocks
         plan: list[np.ndarray] = []
-        start, total = 0, 0
-        for i, pos in enumerate(order.tolist()):  # loop over days (not stocks): cheap
-            size = int(self.day_sizes[pos])
-            if i > start and total + size > self.batch_size:
-                plan.append(order[start:i])
-                start, total = i, 0
-            total += size
-        if order.size:
-            plan.append(order[start:])
+        start = 0
+        total = np.zeros(k, dtype=np.int64)
+        for i in range(slots.shape[0]):  # loop over slots (days, not stocks): cheap
+            if i > start and bool((total + sizes[i] > self.batch_size).any()):
+                plan.append(slots[start:i, self.rank])
+                start, total = i, np.zeros(k, dtype=np.int64)
+            total += sizes[i]
+        if slots.shape[0]:
+            plan.append(slots[start:, self.rank])
         return plan
 
     def __len__(self) -> int:

@@ -55,7 +55,7 @@ class Prepared:
         return self.panel.num_features
 
     def loader(self, split_name: str, shuffle: bool | None = None, seed: int | None = None,
-               batch_size: int | None = None) -> DayBatchLoader:
+               batch_size: int | None = None, num_replicas: int = 1, rank: int = 0) -> DayBatchLoader:
         """Day-batch loader of one split, same preprocessing and graph path for every split.
 
         Args:
@@ -63,6 +63,8 @@ class Prepared:
             shuffle: None = shuffle train only.
             seed: day-order seed; None = ``cfg.train.seed`` (use ``set_epoch`` per epoch).
             batch_size: stocks per batch; None = ``cfg.train.batch_size``.
+            num_replicas, rank: serve replica ``rank``'s share of the days (data parallelism,
+                ``DayBatchLoader``); 1, 0 = every day.
         """
         c = self.cfg
         return DayBatchLoader(
@@ -73,6 +75,8 @@ class Prepared:
             shuffle=(split_name == "train") if shuffle is None else bool(shuffle),
             seed=int(c.train.seed if seed is None else seed),
             min_stocks=int(c.data.min_stocks),
+            num_replicas=num_replicas,
+            rank=rank,
         )
 
     def day_batch(self, split_name: str = "train", i: int = 0) -> DayBatch:

@@ -35,6 +35,7 @@ from atft.errors import InputError
 from atft.eval.inference import ic_bootstrap_ci
 from atft.io import atomic_path, write_json, write_text
 from atft.progress import Ticker
+from atft.train.distributed import AgreedStop, Dist, DistributedLoss, rank_seed, session
 from atft.train.guards import Guards, GuardStop
 from atft.train.interrupt import RunInterrupted
 from atft.train.memory import release_cuda_memory
@@ -103,13 +104,14 @@ def _better(a: float, b: float, mode: str) -> bool:
 
 
 def _guards(cfg: Config, prepared: Prepared, model: torch.nn.Module, step: int,
-            resumed: Path | None) -> Guards | None:
+            resumed: Path | None, defer: bool) -> Guards | None:
     """The live guards of the run (``atft.train.guards``); None when ``health.guard_every`` is 0."""
     if cfg.health.guard_every <= 0:
         return None
     parts = model.parts() if hasattr(model, "parts") else dict(model.named_children())
     held = prepared.day_batch("train", 0) if cfg.graph_on else None
-    guards = Guards(cfg.health, prepared.horizons.keys, _target_scale(prepared), parts, held=held, step=step)
+    guards = Guards(cfg.health, prepared.horizons.keys, _target_scale(prepared), parts, held=held, step=step,
+                    defer=defer)
     if resumed is not None and (resumed / "health.json").exists():
         guards.resume_from(json.loads((resumed / "health.json").read_text()))
     return guards
@@ -133,7 +135,15 @@ def _run_dir(cfg: Config, resume: str | Path | None, run_id: str | None) -> tupl
     return run_dir, run_dir.name
 
 
-def _restore(ck: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any) -> _State:
+def _restore(ck: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any, ctx: Dist) -> _State:
+    """The run's state from ``last.pt``; each rank of a data-parallel run takes its own RNG state and
+    epoch position (``ranks``), so the same number of processes must resume it."""
+    if int(ck.get("world_size", 1)) != ctx.world_size:
+        raise InputError(f"cannot resume: the run was trained by {ck.get('world_size', 1)} process(es), this is "
+                         f"{ctx.world_size}. Fix: resume with torchrun --nproc_per_node {ck.get('world_size', 1)} "
+                         f"(atft train --nproc {ck.get('world_size', 1)}).")
+    if ctx.active:
+        ck = {**ck, **ck["ranks"][ctx.rank]}  # this rank's RNG state and mid-epoch position
     model.load_state_dict(ck["state_dict"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
@@ -165,7 +175,18 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
     Raises:
         GuardStop: a live guard stopped the run (``last.pt`` and ``health.json`` kept).
         RunInterrupted: ``stop()`` said so (resumable when ``saved``).
+
+    Under ``torchrun`` (``atft.train.distributed``) every process calls ``fit``: the days are
+    sharded over the ranks, DDP averages the gradients, rank 0 validates, decides and writes the
+    run directory and the log, and ``callbacks`` run on every rank with rank 0's record.
     """
+    with session(cfg.train.device) as ctx:
+        return _fit(cfg, prepared, ctx, resume=resume, run_id=run_id, callbacks=callbacks, stop=stop, panel=panel)
+
+
+def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Path | None, run_id: str | None,
+         callbacks: Sequence[EpochCallback], stop: Callable[[], bool] | None, panel: Panel | None) -> FitResult:
+    """``fit`` in one process of ``ctx`` (a single process: ``Dist()``, every collective the identity)."""
     from atft.model.atft_gat_fan import ATFT_GAT_FAN
     from atft.train.checkpoint import load_checkpoint, normalizer_from, save_checkpoint
     from atft.train.loss import MultiHorizonLoss
@@ -173,14 +194,20 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
     from atft.train.schedule import warmup_cosine
 
     t = cfg.train
+    if resume is None:  # every rank names the same run: rank 0's
+        run_id = ctx.broadcast(run_id or new_run_id())
     run_dir, run_id = _run_dir(cfg, resume, run_id)
     last_pt = run_dir / "checkpoints" / "last.pt"
-    created = not run_dir.exists()
-    handler, log_path = attach_log(cfg, run_id)
+    created = ctx.is_main and not run_dir.exists()
+    handler, log_path = attach_log(cfg, run_id) if ctx.is_main else (None, None)
+    agreed = AgreedStop(stop, ctx) if ctx.active else None
+    stop = agreed or stop
     try:
-        governor = configure_threads(int(t.num_threads), bool(t.single_process))
-        device = resolve_device(t.device)
+        governor = configure_threads(int(t.num_threads), bool(t.single_process), ctx.world_size)
+        device = ctx.device if ctx.active else resolve_device(t.device)
         log.info("run %s on %s; log %s", run_id, device, log_path)
+        if ctx.active:
+            log.info(ctx.describe())
         log.info("%s\n  full effective config: %s", describe(cfg), run_dir / "config.yaml")
         if not cfg.graph_on:
             log.warning("graph path (GAT) is OFF for this run: model.use_gat=%s graph.enabled=%s",
@@ -191,91 +218,116 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
             prepared = prepare(cfg, normalizer=normalizer_from(load_checkpoint(last_pt)) if resume is not None else None,
                                panel=panel)
         if stop is not None and stop():
-            raise RunInterrupted(run_dir, 0, 0, False, str(getattr(stop, "requested", "a stop request")))
-        last_pt.parent.mkdir(parents=True, exist_ok=True)  # the data is ready: the run directory may exist
-        write_text(run_dir / "config.yaml", to_yaml(cfg))
+            raise RunInterrupted(run_dir, 0, 0, False, str(getattr(stop, "requested", "a stop request")),
+                                 nproc=ctx.world_size)
+        if ctx.is_main:
+            last_pt.parent.mkdir(parents=True, exist_ok=True)  # the data is ready: the run directory may exist
+            write_text(run_dir / "config.yaml", to_yaml(cfg))
         horizons = prepared.horizons
         check_early_stopping_metric(t.early_stopping_metric, record_keys(horizons))
         seed_everything(t.seed)
         model = ATFT_GAT_FAN.from_config(cfg, prepared.num_features).to(device)
+        if ctx.active:  # the same initial weights, a dropout stream per rank
+            torch.manual_seed(rank_seed(t.seed, ctx.rank))
         loss_fn = MultiHorizonLoss.from_config(cfg)
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        train_loader, val_loader = prepared.loader("train", shuffle=True), prepared.loader("val", shuffle=False)
+        train_loader = prepared.loader("train", shuffle=True, num_replicas=ctx.world_size, rank=ctx.rank)
+        val_loader = prepared.loader("val", shuffle=False)
         steps_per_epoch = min(len(train_loader), t.max_steps_per_epoch or len(train_loader))
         scheduler = warmup_cosine(optimizer, t.warmup_steps, steps_per_epoch * t.max_epochs, t.min_lr_ratio)
         scale = _target_scale(prepared)
         st = _State()
         if resume is not None:
-            st = _restore(load_checkpoint(last_pt), model, optimizer, scheduler)
+            st = _restore(load_checkpoint(last_pt), model, optimizer, scheduler, ctx)
             log.info("resumed %s at epoch %d%s", run_dir, st.start_epoch,
                      f", batch {st.partial.batches}" if st.partial else "")
 
-        def save_last(epoch: int, mid: EpochProgress | None = None) -> None:
-            save_checkpoint(last_pt, model, cfg, prepared.normalizer, extra={
-                "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                **rng_state(), "best_metric": st.best_metric, "best_epoch": st.best_epoch,
-                "bad_epochs": st.bad_epochs, "history": st.history, "mid_epoch": mid.to_dict() if mid else None})
+        train_model, train_loss = ctx.wrap(model), DistributedLoss(loss_fn, ctx) if ctx.active else loss_fn
+
+        def save_last(epoch: int, mid: EpochProgress | None = None) -> None:  # a collective under torchrun
+            extra = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     **rng_state(), "best_metric": st.best_metric, "best_epoch": st.best_epoch,
+                     "bad_epochs": st.bad_epochs, "history": st.history, "mid_epoch": mid.to_dict() if mid else None}
+            if ctx.active:  # every rank's RNG state and epoch position
+                extra.update(world_size=ctx.world_size, ranks=ctx.gather(
+                    {**rng_state(), "mid_epoch": mid.to_dict() if mid else None}))
+            if ctx.is_main:
+                save_checkpoint(last_pt, model, cfg, prepared.normalizer, extra=extra)
 
         metrics_path = run_dir / "metrics.jsonl"
         start_step = st.start_epoch * steps_per_epoch + (st.partial.steps if st.partial else 0)
-        guards = _guards(cfg, prepared, model, start_step, run_dir if resume is not None else None)
+        guards = _guards(cfg, prepared, model, start_step, run_dir if resume is not None else None, ctx.active)
+        if agreed is not None:
+            agreed.guards = guards
         stopped_early = False
-        use_bar = t.progress and sys.stdout.isatty() and sys.stderr.isatty()
+        use_bar = t.progress and ctx.is_main and sys.stdout.isatty() and sys.stderr.isatty()
         for epoch in range(st.start_epoch, t.max_epochs):
             train_loader.set_epoch(epoch)
             bar, ticker = None, None
             if use_bar:
                 from tqdm import tqdm
                 bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False)
-            elif t.progress and t.log_every_s > 0:  # no terminal (CI logs, nohup): a plain line every log_every_s
+            elif t.progress and t.log_every_s > 0 and ctx.is_main:  # no terminal (CI logs, nohup): a plain line every log_every_s
                 ticker = Ticker(logging.getLogger("atft.train"), t.log_every_s)
             try:
-                stats = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device=device,
+                stats = train_epoch(train_model, train_loader, train_loss, optimizer, scheduler, device=device,
                                     grad_clip=t.grad_clip, bf16=t.bf16, max_steps=t.max_steps_per_epoch,
                                     progress=bar, guards=guards, governor=governor, ticker=ticker,
                                     total_steps=steps_per_epoch, stop=stop,
                                     resume_from=st.partial if epoch == st.start_epoch else None)
                 if stats.interrupted:
                     save_last(epoch, stats.progress)
-                    write_guards(run_dir, guards)
+                    if ctx.is_main:
+                        write_guards(run_dir, guards)
                     raise RunInterrupted(run_dir, epoch, stats.progress.batches, True,
-                                         str(getattr(stop, "requested", "a stop request")))
+                                         str(getattr(stop, "requested", "a stop request")), nproc=ctx.world_size)
                 if guards is not None:
                     guards.on_epoch_end(epoch, stats.steps, stats.loss)
+                if agreed is not None:
+                    agreed.check_guards()
+                    stats.samples = int(ctx.sum([stats.samples])[0])  # every rank's stocks
             except GuardStop:
-                write_guards(run_dir, guards)
-                if not last_pt.exists():  # keep the weights to inspect
+                if ctx.is_main:
+                    write_guards(run_dir, guards)
+                if ctx.is_main and not last_pt.exists():  # keep the weights to inspect
                     save_checkpoint(last_pt, model, cfg, prepared.normalizer,
                                     extra={"epoch": epoch - 1, "stopped_by_guard": True})
                 raise
             finally:
                 if bar is not None:
                     bar.close()
-            val = evaluate(model, val_loader, loss_fn, horizons, device=device, bf16=t.bf16,
-                           min_stocks=cfg.data.min_stocks, target_scale=scale, cost_bps=t.cost_bps)
-            lr = float(optimizer.param_groups[0]["lr"])
-            record = epoch_record(epoch, stats, val, lr)
+            val, record = None, None
+            if ctx.is_main:  # validation once, on rank 0; its record (and so every decision) broadcast
+                val = evaluate(model, val_loader, loss_fn, horizons, device=device, bf16=t.bf16,
+                               min_stocks=cfg.data.min_stocks, target_scale=scale, cost_bps=t.cost_bps)
+                lr = float(optimizer.param_groups[0]["lr"])
+                record = epoch_record(epoch, stats, val, lr)
+                for line in format_epoch_lines(epoch, stats, val, lr):
+                    log.info(line)
+            record = ctx.broadcast(record)
+            assert record is not None
             st.history.append(record)
-            for line in format_epoch_lines(epoch, stats, val, lr):
-                log.info(line)
             check_early_stopping_metric(t.early_stopping_metric, list(record))
             watched = record[t.early_stopping_metric]
             if _better(watched, st.best_metric, t.early_stopping_mode):
                 st.best_metric, st.best_epoch, st.bad_epochs = watched, epoch, 0
-                save_checkpoint(run_dir / "checkpoints" / "best.pt", model, cfg, prepared.normalizer,
-                                extra={"epoch": epoch, "metric": watched})
-                with atomic_path(run_dir / "predictions_val.parquet") as tmp:
-                    val.predictions.write_parquet(tmp)
+                if val is not None:
+                    save_checkpoint(run_dir / "checkpoints" / "best.pt", model, cfg, prepared.normalizer,
+                                    extra={"epoch": epoch, "metric": watched})
+                    with atomic_path(run_dir / "predictions_val.parquet") as tmp:
+                        val.predictions.write_parquet(tmp)
             else:
                 st.bad_epochs += 1
             save_last(epoch)
-            write_history(metrics_path, st.history)
-            write_guards(run_dir, guards)
+            if ctx.is_main:
+                write_history(metrics_path, st.history)
+                write_guards(run_dir, guards)
             del val
             for cb in callbacks:
                 cb(epoch, record)
             if stop is not None and stop() and epoch + 1 < t.max_epochs:
-                raise RunInterrupted(run_dir, epoch + 1, 0, True, str(getattr(stop, "requested", "a stop request")))
+                raise RunInterrupted(run_dir, epoch + 1, 0, True, str(getattr(stop, "requested", "a stop request")),
+                                     nproc=ctx.world_size)
             if t.patience and st.bad_epochs >= t.patience:
                 log.info("early stopping at epoch %d: %s did not improve for %d epochs (train.patience=%d; "
                          "best %.6g at epoch %d, mode %s)", epoch, t.early_stopping_metric, st.bad_epochs,
@@ -283,13 +335,13 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
                 stopped_early = True
                 break
 
-        # final evaluation with the best weights
+        # final evaluation with the best weights (rank 0; its figures broadcast)
         best_path = run_dir / "checkpoints" / "best.pt"
-        if best_path.exists():
+        if ctx.is_main and best_path.exists():
             model.load_state_dict(load_checkpoint(best_path)["state_dict"])
         final: dict[str, Any] = {"run_id": run_id, "data": prepared.source, "best_epoch": st.best_epoch,
                                  "early_stopping_metric": t.early_stopping_metric, "best_metric": st.best_metric}
-        for split in ("val", "test"):
+        for split in ("val", "test") if ctx.is_main else ():
             res = evaluate(model, prepared.loader(split, shuffle=False), loss_fn, horizons, device=device,
                            bf16=t.bf16, min_stocks=cfg.data.min_stocks, target_scale=scale, cost_bps=t.cost_bps)
             with atomic_path(run_dir / f"predictions_{split}.parquet") as tmp:
@@ -300,8 +352,11 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
                 block[key] = {**m, "ic_ci95": [lo, hi]}
             final[split] = block
             del res
-        write_json(run_dir / "metrics.json", final)
+        if ctx.is_main:
+            write_json(run_dir / "metrics.json", final)
+        final = ctx.broadcast(final)
         model = optimizer = scheduler = loss_fn = train_loader = val_loader = None  # type: ignore[assignment]
+        train_model = train_loss = None  # type: ignore[assignment]
         release_cuda_memory()  # nothing of the run referenced any more (save_last's cells included)
         return FitResult(run_dir, st.history, st.best_epoch, st.best_metric, final, stopped_early)
     except BaseException as exc:
@@ -313,5 +368,6 @@ def fit(cfg: Config, prepared: Prepared | None = None, *, resume: str | Path | N
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
-        logging.getLogger("atft").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("atft").removeHandler(handler)
+            handler.close()

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from atft.config import GuardRule, HealthConfig
 from atft.data.batch import DayBatch
@@ -103,10 +104,12 @@ class Guards:
         parts: the model's named top-level parts (``ATFT_GAT_FAN.parts()``; None = off by design).
         held: a batch for the graph measurement (the run's first training batch); None = no graph guard.
         step: the global step to start counting from (a resumed run).
+        defer: record a stop in ``pending`` instead of raising (data parallelism: the ranks
+            agree on it at the step boundary, ``atft.train.distributed.AgreedStop``).
     """
 
     def __init__(self, cfg: HealthConfig, horizons: Sequence[str], scale: Sequence[float],
-                 parts: dict[str, Any], held: DayBatch | None = None, step: int = 0) -> None:
+                 parts: dict[str, Any], held: DayBatch | None = None, step: int = 0, defer: bool = False) -> None:
         g = cfg.guards
         self.every = int(cfg.guard_every)
         self.graph_every = int(cfg.guard_graph_every)
@@ -118,6 +121,8 @@ class Guards:
                                                                   "skipped", "graph")}
         self._skipped = self._seen = 0
         self._snapshot: list[Tensor] | None = None
+        self.defer = defer
+        self.pending: str | None = None  # the first deferred stop's diagnosis
 
     # ------------------------------------------------------------------ what the step asks
     @property
@@ -193,6 +198,7 @@ class Guards:
     # ------------------------------------------------------------------ the graph path
     @torch.no_grad()
     def _graph(self, model: nn.Module) -> None:
+        model = model.module if isinstance(model, DistributedDataParallel) else model
         gat = getattr(model, "gat", None)
         if gat is None or self.held is None:
             return
@@ -228,6 +234,9 @@ class Guards:
         line = f"health guard '{name}' ({st.rule.action if not force else 'stop'}): {what}. Likely causes: {CAUSES[name]}"
         if force or st.rule.action == "stop":
             log.error(line)
+            if self.defer:
+                self.pending = self.pending or line
+                return
             raise GuardStop(line)
         log.warning(line)
         if not st.warned:

@@ -19,9 +19,11 @@ from typing import Any
 class RunInterrupted(RuntimeError):
     """The run stopped on a stop request; ``saved`` says whether ``last.pt`` can resume it."""
 
-    def __init__(self, run_dir: Path, epoch: int, batches: int, saved: bool, signal_name: str) -> None:
+    def __init__(self, run_dir: Path, epoch: int, batches: int, saved: bool, signal_name: str,
+                 nproc: int = 1) -> None:
         where = f"epoch {epoch}, after batch {batches}" if saved else "before the first training step"
-        how = (f"continue with: atft train --resume {run_dir}" if saved
+        launch = f"atft train --nproc {nproc}" if nproc > 1 else "atft train"
+        how = (f"continue with: {launch} --resume {run_dir}" if saved
                else "nothing was saved (the run directory is removed); start it again")
         super().__init__(f"interrupted by {signal_name} at {where}; {how}")
         self.run_dir, self.epoch, self.batches, self.saved = run_dir, epoch, batches, saved

@@ -152,12 +152,25 @@ def probe_threads(cores: int | None = None, repeats: int = 3) -> tuple[int, dict
     return min(secs, key=secs.__getitem__), secs
 
 
-def configure_threads(num_threads: int, single_process: bool) -> ThreadGovernor | None:
-    """Apply ``train.num_threads`` (``single_process``: 1); None = fixed; 0 = a governor (auto)."""
+def configure_threads(num_threads: int, single_process: bool, world_size: int = 1) -> ThreadGovernor | None:
+    """Apply ``train.num_threads`` (``single_process``: 1); None = fixed; 0 = a governor (auto).
+
+    ``world_size`` > 1 (data parallelism, ``atft.train.distributed``): auto is a fixed
+    ``available cores // world_size`` (at least 1) per process, no governor: K processes timing
+    thread counts against each other measure each other, and a fixed count keeps the ranks'
+    arithmetic repeatable (a resume equal to an uninterrupted run).
+    """
     if single_process or num_threads > 0:
         k = 1 if single_process else num_threads
         torch.set_num_threads(k)
         log.info("torch threads: %d (train.%s)", k, "single_process" if single_process else "num_threads")
+        return None
+    if world_size > 1:
+        cores = available_cores()
+        k = max(1, cores // world_size)
+        torch.set_num_threads(k)
+        log.info("torch threads: %d per process (auto under %d processes: %d available cores // %d, fixed)",
+                 k, world_size, cores, world_size)
         return None
     gov = ThreadGovernor()
     log.info("torch threads: auto (train.num_threads=0): %d available cores (affinity, cgroup quota); "
