@@ -147,6 +147,8 @@ def dataset_mutations(draw: st.DrawFn, df: pl.DataFrame) -> Mutation:
         if value == "text":  # a text cell turns the whole column into text
             out = df.with_columns(pl.when(mask).then(pl.lit("n/a")).otherwise(pl.col(col).cast(pl.String)).alias(col))
             valid: bool | None = {"Code": True, "Date": False}.get(col, None if col in FEATURES else False)
+            if col == "Code" and out.select(pl.struct("Code", "Date").is_duplicated().any()).item():
+                valid = False  # two stocks renamed "n/a" on one date: a duplicate key (found by the long profile)
         else:
             fill = {"null": None, "nan": math.nan, "inf": math.inf, "-inf": -math.inf}[value]
             out = df.with_columns(pl.when(mask).then(pl.lit(fill)).otherwise(pl.col(col)).alias(col))
