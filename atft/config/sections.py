@@ -45,6 +45,7 @@ class DataConfig:
     winsor_quantile: float = 0.005  # per-feature winsorization bounds fit on the train dates
     target_scaling: str = "cs_demean"  # "cs_demean" (per-date demean, train std scale) | "scale" | "none"
     min_stocks: int = 20  # dates with fewer valid stocks are skipped (checks, metrics, batches)
+    prefetch: int = 1  # batches (graphs included) built ahead by a background thread while a step runs; 0 = off (also under train.single_process)
     synthetic: SynthConfig = field(default_factory=SynthConfig)  # the embedded default data
 
 

@@ -19,6 +19,7 @@ import torch
 from atft.data.batch import DayBatch, Graph, empty_graph
 from atft.data.normalize import NormalizedPanel
 from atft.data.panel import Panel
+from atft.data.prefetch import prefetch as prefetched
 from atft.errors import InputError
 
 
@@ -47,6 +48,9 @@ class DayBatchLoader:
         shuffle: shuffle the day order (seeded by ``seed`` and the epoch set by ``set_epoch``).
         seed: seed of the day order.
         min_stocks: dates with fewer valid stocks are skipped (counted in ``skipped_dates``).
+        prefetch: batches produced ahead by a background thread while the consumer works
+            (``atft.data.prefetch``; ``data.prefetch``); 0 = each batch produced on demand. The
+            batches and their order are the same either way.
 
     The day order and packing of an epoch are fixed by ``set_epoch(e)`` (epoch 0 at creation);
     ``len(loader)`` is the number of batches of the current epoch.
@@ -54,7 +58,9 @@ class DayBatchLoader:
 
     def __init__(self, panel: Panel, normalized: NormalizedPanel, date_indices: np.ndarray, seq_len: int,
                  batch_size: int, graph_builder: GraphSource | None = None, shuffle: bool = False,
-                 seed: int = 0, min_stocks: int = 1) -> None:
+                 seed: int = 0, min_stocks: int = 1, prefetch: int = 0) -> None:
+        if prefetch < 0:
+            raise InputError(f"prefetch={prefetch} must be >= 0. Fix: set data.prefetch to 0 (off), 1 or 2.")
         if seq_len < 1 or batch_size < 1:
             raise InputError(f"seq_len={seq_len} and batch_size={batch_size} must be >= 1. "
                              "Fix: set data.sequence_length and train.batch_size to positive values.")
@@ -72,6 +78,7 @@ class DayBatchLoader:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.min_stocks = int(min_stocks)
+        self.prefetch = int(prefetch)
         counts = panel.valid[idx].sum(axis=1)  # [D_split]
         keep = counts >= self.min_stocks
         self.dates = idx[keep]  # [D_kept] date indices served
@@ -110,8 +117,15 @@ class DayBatchLoader:
         return self.batches(0)
 
     def batches(self, start: int = 0) -> Iterator[DayBatch]:
-        """The current epoch's batches from the ``start``-th on (a run resumed mid-epoch)."""
-        for positions in self._plan[start:]:
+        """The current epoch's batches from the ``start``-th on (a run resumed mid-epoch).
+
+        With ``prefetch`` > 0 a background thread produces them ahead (a ``Prefetcher``: close it,
+        or drop it, when stopping early); the epoch's plan is fixed at this call.
+        """
+        return prefetched(self._produce(self._plan[start:]), self.prefetch)
+
+    def _produce(self, plan: list[np.ndarray]) -> Iterator[DayBatch]:
+        for positions in plan:
             yield self._batch(self.dates[positions])
 
     def day(self, i: int) -> DayBatch:

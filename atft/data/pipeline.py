@@ -63,6 +63,9 @@ class Prepared:
             shuffle: None = shuffle train only.
             seed: day-order seed; None = ``cfg.train.seed`` (use ``set_epoch`` per epoch).
             batch_size: stocks per batch; None = ``cfg.train.batch_size``.
+
+        ``data.prefetch`` batches are built ahead in a background thread (none under
+        ``train.single_process``: one thread of work).
         """
         c = self.cfg
         return DayBatchLoader(
@@ -73,6 +76,7 @@ class Prepared:
             shuffle=(split_name == "train") if shuffle is None else bool(shuffle),
             seed=int(c.train.seed if seed is None else seed),
             min_stocks=int(c.data.min_stocks),
+            prefetch=0 if c.train.single_process else int(c.data.prefetch),
         )
 
     def day_batch(self, split_name: str = "train", i: int = 0) -> DayBatch:
