@@ -164,6 +164,7 @@ class HealthConfig:
     max_train_val_gap: float = 0.5  # |val - train| / train loss at the end
     gpu_util: float = 0.5  # median GPU utilization during a short run
     cuda_mem_tolerance_mb: float = 64.0  # allowed memory_allocated above the pre-run baseline
+    smoke_stocks: int = 256  # model checks (keys, head spread, step, GAT effect, mini-train) use this many stocks per day, seeded, graph on them only; 0 = all
     mini_train_steps: int = 8  # steps of the smoke mini-train
     min_mini_train_decrease: float = 0.02  # mini-train: fixed-batch loss must fall by this share (healthy: 0.07-0.08)
     min_update_ratio: float = 1e-6  # training step / mini-train: mean ||dtheta|| / ||theta|| per step must exceed this

@@ -128,16 +128,26 @@ class DayBatchLoader:
         for positions in plan:
             yield self._batch(self.dates[positions])
 
-    def day(self, i: int) -> DayBatch:
-        """A single-day batch for the ``i``-th served date (chronological order)."""
+    def day(self, i: int, *, max_stocks: int = 0, seed: int = 0) -> DayBatch:
+        """A single-day batch for the ``i``-th served date (chronological order).
+
+        Args:
+            i: position among the served dates.
+            max_stocks: keep at most this many of the day's stocks, drawn without replacement
+                (seeded by ``seed`` and the date index; kept in panel order) -- the graph is then
+                built on the drawn stocks only; 0 = every stock of the day.
+            seed: seed of the draw.
+        """
         if not 0 <= i < self.dates.size:
             raise InputError(f"day {i} out of range: this loader serves {self.dates.size} dates "
                              f"({self.skipped_dates} skipped for < {self.min_stocks} stocks). Fix: pass 0 <= i < {self.dates.size}.")
-        return self._batch(self.dates[i:i + 1])
+        if max_stocks < 0:
+            raise InputError(f"max_stocks={max_stocks} must be >= 0 (0 = every stock of the day).")
+        return self._batch(self.dates[i:i + 1], max_stocks=max_stocks, seed=seed)
 
-    def _batch(self, days: np.ndarray) -> DayBatch:
-        """Pack the given dates (indices into the panel) into one DayBatch."""
-        parts = [self._day_arrays(int(d)) for d in days.tolist()]
+    def _batch(self, days: np.ndarray, max_stocks: int = 0, seed: int = 0) -> DayBatch:
+        """Pack the given dates (indices into the panel) into one DayBatch (``day``: ``max_stocks``)."""
+        parts = [self._day_arrays(int(d), self._rows(int(d), max_stocks, seed)) for d in days.tolist()]
         rows = [p[0] for p in parts]
         offsets = np.cumsum([0] + [r.size for r in rows[:-1]])
         edges, attrs = [], []
@@ -162,14 +172,25 @@ class DayBatchLoader:
         batch.validate()  # once, here on the CPU: the model's forward reads no values (no host sync)
         return batch
 
-    def _day_arrays(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _rows(self, d: int, max_stocks: int, seed: int) -> np.ndarray:
+        """The stocks of date ``d``: every valid one, or ``max_stocks`` of them drawn (seeded, sorted).
+
+        Shapes:
+            -> ``[n]`` int64 indices into the panel's stocks, ascending.
+        """
+        rows = np.flatnonzero(self.panel.valid[d])  # [n]
+        if 0 < max_stocks < rows.size:
+            rows = np.sort(np.random.default_rng([seed, d]).choice(rows, size=max_stocks, replace=False))
+        return rows
+
+    def _day_arrays(self, d: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows and gathered arrays of one day.
 
         Shapes:
-            -> rows ``[n]``, features ``[n, T, F]`` float32, observed ``[n, T]`` bool,
+            rows: ``[n]`` stock indices of date ``d`` ->
+            rows ``[n]``, features ``[n, T, F]`` float32, observed ``[n, T]`` bool,
             targets ``[n, H]`` float32 (training scale), raw targets ``[n, H]`` float32.
         """
-        rows = np.flatnonzero(self.panel.valid[d])  # [n]
         win = np.arange(d - self.seq_len + 1, d + 1)  # [T]
         inside = win >= 0
         w = np.where(inside, win, 0)
