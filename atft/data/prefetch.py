@@ -22,6 +22,7 @@ reference to it closes it.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
@@ -127,8 +128,12 @@ class Prefetcher(Generic[T]):
         self.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_finished", True):
-            self.close()
+        if getattr(self, "_finished", True):
+            return
+        if sys.is_finalizing():  # interpreter exit: daemon threads may be frozen, never wait for one
+            self._stop.set()
+            return
+        self.close()
 
 
 def prefetch(source: Iterable[T], depth: int) -> Iterator[T]:
