@@ -17,7 +17,8 @@ panel of 4,000 stocks x 1,200 days x 82 features (``--quick``: 500 x 300 x 82), 
    interleaved), in one process on the same prepared panel, each with a fresh model (same seed)
    and a cleared graph cache (graphs built as in a first epoch): "batch wait" is the share of
    the loop spent waiting for the loader (also after the first batch, which no prefetch can
-   hide: the share of a long epoch), and the step-time ratio on/off is printed.
+   hide: the share of a long epoch), and the step-time ratio on/off is printed; "process CPU /
+   wall" above 1 means the prefetch thread found a second core (at 1 torch thread).
    ``--threads`` torch threads (default 1; 0 = torch's default).
 
 A stage that fails is reported with its error (what breaks first), and the later stages that
@@ -86,11 +87,12 @@ if not prepare_only:
         loader = prep.loader("train", shuffle=True)
         loader.prefetch = depth
         timed = Timed(loader)
+        cpu0 = time.process_time()
         stats = train_epoch(model, timed, MultiHorizonLoss.from_config(cfg), opt, grad_clip=cfg.train.grad_clip,
                             max_steps=steps)
         out["runs"].append(dict(prefetch=depth, steps=stats.steps, epoch_steps=len(loader), seconds=stats.seconds,
                                 batch_s=stats.batch_seconds, samples=stats.samples, loss=stats.loss,
-                                first_wait=timed.waits[0] if timed.waits else 0.0))
+                                first_wait=timed.waits[0] if timed.waits else 0.0, cpu_s=time.process_time() - cpu0))
 print(json.dumps(out))
 """
 
@@ -179,7 +181,8 @@ def main() -> None:
                         extra.append((f"  prefetch {run['prefetch']}", run["seconds"], "",
                                      f"{per:.2f} s/step ({run['samples'] / run['seconds']:.0f} samples/s), batch wait "
                                      f"{run['batch_s'] / run['seconds']:.1%} ({run['batch_s'] / max(run['steps'], 1):.2f} "
-                                     f"s/step; after the first batch {_steady(run):.1%}); epoch = {run['epoch_steps']} "
+                                     f"s/step; after the first batch {_steady(run):.1%}); process CPU / wall "
+                                     f"{run['cpu_s'] / run['seconds']:.2f}; epoch = {run['epoch_steps']} "
                                      f"steps -> {epoch / 60:.1f} min ({label} from {run['steps']} steps)"))
                     ratio = _ratio(o["runs"])
                     if ratio:
