@@ -38,7 +38,9 @@ through ``atft.data.pipeline.prepare`` (the same path as ``atft train``):
 For each: (1) ``loader("train")`` iterated alone for ``--steps`` batches (graph cache cleared
 first, so graph building is included, as in a first epoch); (2) the full step
 (forward + ``MultiHorizonLoss`` + backward + AdamW step + scheduler, as ``train_epoch`` does) over the
-same batches with a cleared cache, timing the wait for each batch inside the loop too.
+same batches with a cleared cache, timing the wait for each batch inside the loop too (the config's
+``data.prefetch``, shown in the table, builds the next batch in a background thread meanwhile; the
+first batch is always waited for).
 samples/s = stock-days per second of the full loop; "batch share" = loader time / full loop time.
 """
 
@@ -203,8 +205,12 @@ def full_steps(cfg: Config, prep: Prepared, steps: int) -> dict[str, float]:
         sched.step()
         step_s.append(time.perf_counter() - ts)
         n += batch.num_stocks
-    return {"wall": time.perf_counter() - t0, "wait": wait, "stocks": n, "compute": sum(step_s),
-            "first_step": step_s[0]}
+    wall = time.perf_counter() - t0
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()  # a prefetching loader's worker
+    return {"wall": wall, "wait": wait, "stocks": n, "compute": sum(step_s), "first_step": step_s[0],
+            "prefetch": loader.prefetch}
 
 
 def bench(name: str, cfg: Config, steps: int) -> tuple[object, ...]:
@@ -217,7 +223,7 @@ def bench(name: str, cfg: Config, steps: int) -> tuple[object, ...]:
     return (name, prep.num_features, int(cfg.model.hidden_size), int(cfg.data.sequence_length),
             round(full["stocks"] / steps), params, steps, prep_s, full["wall"] / steps,
             full["stocks"] / full["wall"], alone / steps, f"{alone / full['wall']:.1%}",
-            f"{full['wait'] / full['wall']:.1%}")
+            f"{full['wait'] / full['wall']:.1%}", full["prefetch"])
 
 
 def main() -> None:
@@ -260,7 +266,7 @@ def main() -> None:
     print()
     print(md_table(["scale", "F", "hidden", "T", "stocks/step", "params", "steps", "prepare s", "s/step",
                     "samples/s", "loader alone s/batch", "batch share (loader alone / step)",
-                    "batch share (wait inside loop)"], rows))
+                    "batch share (wait inside loop)", "data.prefetch"], rows))
     print(f"(panel {path} kept for reuse; delete {BENCH_TMP} when done)")
 
 

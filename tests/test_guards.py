@@ -115,8 +115,8 @@ def test_a_loader_without_targets_warns_then_stops(root: Path, prepared: Any, mo
 
     real = DayBatchLoader._batch
 
-    def no_targets(self: DayBatchLoader, days: Any) -> Any:
-        b = real(self, days)
+    def no_targets(self: DayBatchLoader, days: Any, **kw: Any) -> Any:
+        b = real(self, days, **kw)
         b.targets = torch.full_like(b.targets, float("nan"))
         b.target_mask = torch.zeros_like(b.target_mask)
         return b

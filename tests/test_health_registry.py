@@ -1,7 +1,9 @@
 """Every registered health check, generated from the registry: it passes on a healthy context and
 FAILS on its own planted fault (the check is seen failing on what it exists to catch).
 
-The healthy context is the smoke config on its small synthetic panel; the slow gates read planted
+The healthy context is the smoke config on its small synthetic panel (60 stocks a day), with the
+model checks' stock sampling ON (``health.smoke_stocks`` 32: each check must still pass healthy and
+fail on its fault on a sample of every day's stocks); the slow gates read planted
 run records instead of 3- and 10-epoch trainings (their measuring side is ``fit`` itself, tested in
 ``test_train_loop.py``); the cuda checks need a GPU.
 """
@@ -21,14 +23,16 @@ from atft.health.result import CheckResult
 from atft.horizons import Horizons
 
 REGISTRY = Registry.builtin()
+SAMPLED = 32  # health.smoke_stocks of the healthy context: fewer than the smoke panel's 60 stocks a day
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> HealthContext:
     root = tmp_path_factory.mktemp("registry")
-    cfg = load("smoke", [f"data.cache_dir={root / 'cache'}"], env={})
-    raw = load("smoke", [f"data.cache_dir={root / 'cache'}"], apply_env=False)
+    over = [f"data.cache_dir={root / 'cache'}", f"health.smoke_stocks={SAMPLED}"]
+    cfg = load("smoke", over, env={})
+    raw = load("smoke", over, apply_env=False)
     hz = Horizons.from_config(cfg)
     good = planted_run([0.5, 0.45, 0.4, 0.38, 0.37], [0.5, 0.47, 0.45, 0.44, 0.43], 0.08, 0.9, hz)
     return HealthContext(cfg=cfg, raw_cfg=raw, workdir=root, environ={},
@@ -107,3 +111,29 @@ def test_names_must_be_unique() -> None:
     reg.add(a)
     with pytest.raises(ValueError, match="two health checks are named 'same'"):
         reg.add(b)
+
+
+def test_model_checks_see_smoke_stocks_per_day_and_the_graph_of_those_stocks(ctx: HealthContext) -> None:
+    prepared = ctx.resolve("prepared")
+    builder = prepared.graph_builder
+    assert builder is not None
+    for batch in [ctx.resolve("day_batch"), *ctx.resolve("train_batches")]:
+        d = batch.meta["date_indices"][0]
+        assert batch.num_days == 1 and batch.num_stocks == SAMPLED < int(prepared.panel.valid[d].sum())
+        rows = batch.meta["rows"]
+        assert list(rows) == sorted(rows) and prepared.panel.valid[d, rows].all()  # valid stocks of the day
+        assert batch.codes == [prepared.panel.codes[r] for r in rows]
+        assert int(batch.edge_index.max()) < SAMPLED and batch.edge_index.shape[1] > 0  # nodes: the sample
+        ei, ea = builder.for_date(prepared.panel, d, rows)  # the graph of the drawn stocks only
+        assert torch.equal(batch.edge_index, ei) and torch.equal(batch.edge_attr, ea)
+    again = ctx.replace().resolve("day_batch")  # a fresh context draws the same stocks (seeded)
+    assert list(again.meta["rows"]) == list(ctx.resolve("day_batch").meta["rows"])
+    every = ctx.replace(cfg=_with_smoke_stocks(ctx, 0)).resolve("day_batch")  # 0 = every stock
+    d = every.meta["date_indices"][0]
+    assert every.num_stocks == int(prepared.panel.valid[d].sum())
+
+
+def _with_smoke_stocks(ctx: HealthContext, n: int):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(ctx.cfg, health=dataclasses.replace(ctx.cfg.health, smoke_stocks=n))

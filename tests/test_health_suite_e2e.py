@@ -44,7 +44,8 @@ def user_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert main(["build-dataset", "--prices", str(src), "--out", str(out)]) == 0
     cfg = tmp / "user.yaml"
     cfg.write_text("data:\n  min_stocks: 10\n  sequence_length: 5\ngraph:\n  lookback: 40\n  min_obs: 30\n"
-                   "  top_k: 8\nmodel:\n  hidden_size: 16\n  attention_heads: 2\n")
+                   "  top_k: 8\nmodel:\n  hidden_size: 16\n  attention_heads: 2\n"
+                   "health:\n  smoke_stocks: 32\n")  # the model checks on 32 of the 60 stocks a day
     return out, cfg
 
 
@@ -70,6 +71,13 @@ def test_suite_passes_on_a_built_dataset(user_dataset, tmp_path):
     assert {"target_nan_ratio[feat_ret_1d]", "head_std[horizon_1d]", "grad_norm[gat]",
             "gat_edges_change_output", "env_BYPASS_GAT_COMPLETELY"} <= names
     assert "atft health" in out and "criterion" in out  # the terminal table
+    # seconds per check: every row carries its item's, the slowest items and the shared resources are named
+    assert all(c["duration_s"] >= 0 for c in report["checks"])
+    timing = report["durations"]
+    items = {d["check"]: d["seconds"] for d in timing["items"]}
+    assert {"mini_train", "head_std", "leakage"} <= set(items) and timing["total_s"] >= max(items.values())
+    assert {"prepared", "day_batch", "train_batches"} <= {r["resource"] for r in timing["resources"]}
+    assert "seconds per check" in out
 
 
 def test_suite_goes_red_on_planted_faults(user_dataset, tmp_path):

@@ -45,6 +45,7 @@ class DataConfig:
     winsor_quantile: float = 0.005  # per-feature winsorization bounds fit on the train dates
     target_scaling: str = "cs_demean"  # "cs_demean" (per-date demean, train std scale) | "scale" | "none"
     min_stocks: int = 20  # dates with fewer valid stocks are skipped (checks, metrics, batches)
+    prefetch: int = 1  # batches (graphs included) built ahead by a background thread while a step runs; 0 = off (also under train.single_process)
     synthetic: SynthConfig = field(default_factory=SynthConfig)  # the embedded default data
 
 
@@ -163,6 +164,7 @@ class HealthConfig:
     max_train_val_gap: float = 0.5  # |val - train| / train loss at the end
     gpu_util: float = 0.5  # median GPU utilization during a short run
     cuda_mem_tolerance_mb: float = 64.0  # allowed memory_allocated above the pre-run baseline
+    smoke_stocks: int = 256  # model checks (keys, head spread, step, GAT effect, mini-train) use this many stocks per day, seeded, graph on them only; 0 = all
     mini_train_steps: int = 8  # steps of the smoke mini-train
     min_mini_train_decrease: float = 0.02  # mini-train: fixed-batch loss must fall by this share (healthy: 0.07-0.08)
     min_update_ratio: float = 1e-6  # training step / mini-train: mean ||dtheta|| / ||theta|| per step must exceed this

@@ -32,6 +32,8 @@ RANGES: dict[str, tuple[str, float, str]] = {
     "data.clip": (">", 0, "a robust z-score bound"),
     "data.winsor_quantile": ("[0,0.5)", 0, "a quantile"),
     "data.min_stocks": (">=", 2, "stocks a date needs (a cross-section needs two)"),
+    "data.prefetch": (">=", 0, "batches produced ahead (0 = off)"),
+    "health.smoke_stocks": (">=", 0, "stocks per day of the model checks (0 = all)"),
     "data.synthetic.stocks": (">=", 2, "stocks"),
     "data.synthetic.days": (">=", 2, "trading days"),
     "data.synthetic.features": (">=", 2, "feature columns"),

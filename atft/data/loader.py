@@ -19,6 +19,7 @@ import torch
 from atft.data.batch import DayBatch, Graph, empty_graph
 from atft.data.normalize import NormalizedPanel
 from atft.data.panel import Panel
+from atft.data.prefetch import prefetch as prefetched
 from atft.errors import InputError
 
 
@@ -54,6 +55,9 @@ class DayBatchLoader:
             positions r, r + K, ...); batches are packed jointly, so every replica has the same
             number of batches and no replica's batch exceeds ``batch_size``. ``num_replicas=1``
             is the plain loader.
+        prefetch: batches produced ahead by a background thread while the consumer works
+            (``atft.data.prefetch``; ``data.prefetch``); 0 = each batch produced on demand. The
+            batches and their order are the same either way.
 
     The day order and packing of an epoch are fixed by ``set_epoch(e)`` (epoch 0 at creation);
     ``len(loader)`` is the number of batches of the current epoch.
@@ -61,7 +65,10 @@ class DayBatchLoader:
 
     def __init__(self, panel: Panel, normalized: NormalizedPanel, date_indices: np.ndarray, seq_len: int,
                  batch_size: int, graph_builder: GraphSource | None = None, shuffle: bool = False,
-                 seed: int = 0, min_stocks: int = 1, num_replicas: int = 1, rank: int = 0) -> None:
+                 seed: int = 0, min_stocks: int = 1, num_replicas: int = 1, rank: int = 0,
+                 prefetch: int = 0) -> None:
+        if prefetch < 0:
+            raise InputError(f"prefetch={prefetch} must be >= 0. Fix: set data.prefetch to 0 (off), 1 or 2.")
         if seq_len < 1 or batch_size < 1:
             raise InputError(f"seq_len={seq_len} and batch_size={batch_size} must be >= 1. "
                              "Fix: set data.sequence_length and train.batch_size to positive values.")
@@ -82,6 +89,7 @@ class DayBatchLoader:
         self.seed = int(seed)
         self.min_stocks = int(min_stocks)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.prefetch = int(prefetch)
         counts = panel.valid[idx].sum(axis=1)  # [D_split]
         keep = counts >= self.min_stocks
         self.dates = idx[keep]  # [D_kept] date indices served
@@ -129,20 +137,37 @@ class DayBatchLoader:
         return self.batches(0)
 
     def batches(self, start: int = 0) -> Iterator[DayBatch]:
-        """The current epoch's batches from the ``start``-th on (a run resumed mid-epoch)."""
-        for positions in self._plan[start:]:
+        """The current epoch's batches from the ``start``-th on (a run resumed mid-epoch).
+
+        With ``prefetch`` > 0 a background thread produces them ahead (a ``Prefetcher``: close it,
+        or drop it, when stopping early); the epoch's plan is fixed at this call.
+        """
+        return prefetched(self._produce(self._plan[start:]), self.prefetch)
+
+    def _produce(self, plan: list[np.ndarray]) -> Iterator[DayBatch]:
+        for positions in plan:
             yield self._batch(self.dates[positions])
 
-    def day(self, i: int) -> DayBatch:
-        """A single-day batch for the ``i``-th served date (chronological order)."""
+    def day(self, i: int, *, max_stocks: int = 0, seed: int = 0) -> DayBatch:
+        """A single-day batch for the ``i``-th served date (chronological order).
+
+        Args:
+            i: position among the served dates.
+            max_stocks: keep at most this many of the day's stocks, drawn without replacement
+                (seeded by ``seed`` and the date index; kept in panel order) -- the graph is then
+                built on the drawn stocks only; 0 = every stock of the day.
+            seed: seed of the draw.
+        """
         if not 0 <= i < self.dates.size:
             raise InputError(f"day {i} out of range: this loader serves {self.dates.size} dates "
                              f"({self.skipped_dates} skipped for < {self.min_stocks} stocks). Fix: pass 0 <= i < {self.dates.size}.")
-        return self._batch(self.dates[i:i + 1])
+        if max_stocks < 0:
+            raise InputError(f"max_stocks={max_stocks} must be >= 0 (0 = every stock of the day).")
+        return self._batch(self.dates[i:i + 1], max_stocks=max_stocks, seed=seed)
 
-    def _batch(self, days: np.ndarray) -> DayBatch:
-        """Pack the given dates (indices into the panel) into one DayBatch."""
-        parts = [self._day_arrays(int(d)) for d in days.tolist()]
+    def _batch(self, days: np.ndarray, max_stocks: int = 0, seed: int = 0) -> DayBatch:
+        """Pack the given dates (indices into the panel) into one DayBatch (``day``: ``max_stocks``)."""
+        parts = [self._day_arrays(int(d), self._rows(int(d), max_stocks, seed)) for d in days.tolist()]
         rows = [p[0] for p in parts]
         offsets = np.cumsum([0] + [r.size for r in rows[:-1]])
         edges, attrs = [], []
@@ -167,14 +192,25 @@ class DayBatchLoader:
         batch.validate()  # once, here on the CPU: the model's forward reads no values (no host sync)
         return batch
 
-    def _day_arrays(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _rows(self, d: int, max_stocks: int, seed: int) -> np.ndarray:
+        """The stocks of date ``d``: every valid one, or ``max_stocks`` of them drawn (seeded, sorted).
+
+        Shapes:
+            -> ``[n]`` int64 indices into the panel's stocks, ascending.
+        """
+        rows = np.flatnonzero(self.panel.valid[d])  # [n]
+        if 0 < max_stocks < rows.size:
+            rows = np.sort(np.random.default_rng([seed, d]).choice(rows, size=max_stocks, replace=False))
+        return rows
+
+    def _day_arrays(self, d: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows and gathered arrays of one day.
 
         Shapes:
-            -> rows ``[n]``, features ``[n, T, F]`` float32, observed ``[n, T]`` bool,
+            rows: ``[n]`` stock indices of date ``d`` ->
+            rows ``[n]``, features ``[n, T, F]`` float32, observed ``[n, T]`` bool,
             targets ``[n, H]`` float32 (training scale), raw targets ``[n, H]`` float32.
         """
-        rows = np.flatnonzero(self.panel.valid[d])  # [n]
         win = np.arange(d - self.seq_len + 1, d + 1)  # [T]
         inside = win >= 0
         w = np.where(inside, win, 0)

@@ -65,6 +65,9 @@ class Prepared:
             batch_size: stocks per batch; None = ``cfg.train.batch_size``.
             num_replicas, rank: serve replica ``rank``'s share of the days (data parallelism,
                 ``DayBatchLoader``); 1, 0 = every day.
+
+        ``data.prefetch`` batches are built ahead in a background thread (none under
+        ``train.single_process``: one thread of work).
         """
         c = self.cfg
         return DayBatchLoader(
@@ -77,15 +80,20 @@ class Prepared:
             min_stocks=int(c.data.min_stocks),
             num_replicas=num_replicas,
             rank=rank,
+            prefetch=0 if c.train.single_process else int(c.data.prefetch),
         )
 
-    def day_batch(self, split_name: str = "train", i: int = 0) -> DayBatch:
-        """One real single-day batch (the ``i``-th served date of the split, chronological)."""
+    def day_batch(self, split_name: str = "train", i: int = 0, *, max_stocks: int = 0, seed: int = 0) -> DayBatch:
+        """One real single-day batch (the ``i``-th served date of the split, chronological).
+
+        ``max_stocks`` > 0 keeps that many of the day's stocks, drawn with ``seed`` (the graph on
+        them only; ``DayBatchLoader.day``): the health suite's model checks (``health.smoke_stocks``).
+        """
         loader = self.loader(split_name, shuffle=False)
         if not len(loader.dates):
             raise InputError(f"split '{split_name}' has no date with >= {loader.min_stocks} stocks "
                              f"({loader.skipped_dates} skipped). Fix: lower data.min_stocks or use more data.")
-        return loader.day(i)
+        return loader.day(i, max_stocks=max_stocks, seed=seed)
 
 
 def prepare_data(cfg: Config, path: str, *, graph: GraphSource | None = None,

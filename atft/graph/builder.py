@@ -6,12 +6,15 @@ Pearson correlations come from matrix products of the NaN mask and the zero-fill
 loop over stocks), optionally of market-residual returns (``residual``); each stock keeps its
 ``top_k`` neighbours by ``rho`` (or ``|rho|``, ``rank_by``) above ``threshold``, the edge set is
 made symmetric (union), without self loops. Graphs are cached in a bounded LRU keyed by (date
-index, date, the batch's stock rows and codes, parameters).
+index, date, the batch's stock rows and codes, parameters). A builder may be used from the loader's
+prefetch thread and the main thread at once: the cache is guarded by a lock (a graph itself is
+built outside it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -129,7 +132,9 @@ class GraphBuilder:
         num_threads: torch threads while a graph is built (0 = leave torch's setting). Idle, 2
             threads build N=4,000 in half the time of 1 (bench/RESULTS.md section 2); on a 2-core
             machine busy with other work their OpenMP spin made it 20x slower, so 1 is the
-            setting for shared CPUs (train.num_threads=1 gives it to the whole run).
+            setting for shared CPUs (train.num_threads=1 gives it to the whole run). Applied
+            in the main thread only: torch's thread count is process-wide, and a prefetch thread
+            changing it would change the training step's under its feet.
     """
 
     def __init__(self, *, lookback: int = GraphConfig.lookback, min_obs: int = GraphConfig.min_obs,
@@ -158,6 +163,7 @@ class GraphBuilder:
         self.num_threads = max(0, int(num_threads))
         self._bytes = 0
         self._cache: OrderedDict[tuple[object, ...], Graph] = OrderedDict()
+        self._lock = threading.Lock()  # the cache and its counters (prefetch thread + main thread)
         self.hits = 0
         self.misses = 0
 
@@ -181,7 +187,7 @@ class GraphBuilder:
             edge_attr ``[E, 3]`` float32 ``[rho, same_sector, same_market]``.
         """
         before = torch.get_num_threads()
-        if self.num_threads and self.num_threads != before:
+        if self.num_threads and self.num_threads != before and threading.current_thread() is threading.main_thread():
             torch.set_num_threads(self.num_threads)
         try:
             return self._build(returns_window, sector, market)
@@ -238,18 +244,21 @@ class GraphBuilder:
             raise InputError(f"date index {d} outside the panel's {panel.num_dates} dates. Fix: pass 0 <= d < D.")
         rows = np.asarray(rows, dtype=np.int64)
         key = self._key(panel, d, rows)
-        if self.cache_size and key in self._cache:
-            self._cache.move_to_end(key)
-            self.hits += 1
-            return self._cache[key]
-        self.misses += 1
+        with self._lock:
+            if self.cache_size and key in self._cache:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return self._cache[key]
+            self.misses += 1
         window = panel.returns[max(0, d - self.lookback + 1): d + 1][:, rows]  # [L, n]
         graph = self.build(window, panel.sector[rows], panel.market[rows])
         if self.cache_size:
-            self._cache[key] = graph
-            self._bytes += _nbytes(graph)
-            while len(self._cache) > self.cache_size or (self._bytes > self.cache_bytes and len(self._cache) > 1):
-                self._bytes -= _nbytes(self._cache.popitem(last=False)[1])
+            with self._lock:
+                if key not in self._cache:  # another thread may have built it meanwhile
+                    self._bytes += _nbytes(graph)
+                self._cache[key] = graph
+                while len(self._cache) > self.cache_size or (self._bytes > self.cache_bytes and len(self._cache) > 1):
+                    self._bytes -= _nbytes(self._cache.popitem(last=False)[1])
         return graph
 
     def _key(self, panel: Panel, d: int, rows: np.ndarray) -> tuple[object, ...]:
@@ -259,9 +268,10 @@ class GraphBuilder:
         return (d, panel.dates[d].isoformat(), h.hexdigest(), self.params)
 
     def clear_cache(self) -> None:
-        self._cache.clear()
-        self._bytes = 0
-        self.hits = self.misses = 0
+        with self._lock:
+            self._cache.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
 
     @property
     def cached(self) -> int:

@@ -18,7 +18,9 @@ Resources (name: what, sharing):
   from one pass (shared); ``label_stats``: are the targets the forward returns (shared);
 * ``prepared``: panel, split, normalizer (a checkpoint's own when given), loaders (shared);
   ``horizons``, ``target_scale``, ``day_batch`` (one validation day), ``train_batches``
-  (three training days) (shared);
+  (three training days) (shared); the model checks need no whole day: ``day_batch`` and
+  ``train_batches`` hold ``health.smoke_stocks`` stocks of each day (seeded draw, the graph built on
+  the drawn stocks only; 0 = every stock), the dataset checks read the whole file;
 * ``model_spec``: the model and step under test; ``model``: a fresh model (fresh);
   ``loss_fn`` (fresh); ``train_step``: THE step, atft's or the user's;
 * ``environ``, ``dotenv`` (the parsed ``./.env``), ``allow_gat_bypass``;
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,8 @@ class HealthContext:
     environ: Mapping[str, str] | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     _cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict, repr=False)  # shared resource -> build s
+    _building: list[float] = dataclasses.field(default_factory=list, repr=False)  # child seconds per open build
 
     # ------------------------------------------------------------------ access
     def resolve(self, name: str) -> Any:
@@ -89,8 +94,21 @@ class HealthContext:
         if name not in SHARED:
             return provider()
         if name not in self._cache:
-            self._cache[name] = provider()
+            self._cache[name] = self._timed(name, provider)
         return self._cache[name]
+
+    def _timed(self, name: str, provider: Callable[[], Any]) -> Any:
+        """Build a shared resource, recording its own seconds (those of resources it needs excluded)."""
+        t0 = time.perf_counter()
+        self._building.append(0.0)
+        try:
+            return provider()
+        finally:
+            children = self._building.pop()
+            spent = time.perf_counter() - t0
+            self.timings[name] = spent - children
+            if self._building:
+                self._building[-1] += spent
 
     @classmethod
     def names(cls) -> list[str]:
@@ -101,7 +119,13 @@ class HealthContext:
         """A context with ``resources`` replaced (``model_spec``/``cfg`` are fields) and a fresh cache."""
         fields = {k: resources.pop(k) for k in ("cfg", "raw_cfg", "model_spec", "allow_gat_bypass")
                   if k in resources}
-        return dataclasses.replace(self, **fields, overrides={**self.overrides, **resources}, _cache={})
+        return dataclasses.replace(self, **fields, overrides={**self.overrides, **resources}, _cache={},
+                                   timings={}, _building=[])
+
+    def with_artifacts(self, artifacts: Artifacts) -> HealthContext:
+        """This context with its own ``artifacts`` and the SAME shared resources (no shared resource
+        depends on ``artifacts``: a check that hands plot data over does not prepare the data again)."""
+        return dataclasses.replace(self, overrides={**self.overrides, "artifacts": artifacts})
 
     # ------------------------------------------------------------------ data
     def _r_dataset(self) -> str | Path | pl.DataFrame:
@@ -155,11 +179,13 @@ class HealthContext:
         return [float(s) for s in self.resolve("prepared").normalizer.target_scale]
 
     def _r_day_batch(self) -> Any:
-        return self.resolve("prepared").day_batch("val")
+        h = self.cfg.health
+        return self.resolve("prepared").day_batch("val", max_stocks=int(h.smoke_stocks), seed=int(self.cfg.train.seed))
 
     def _r_train_batches(self) -> list[Any]:
-        prepared = self.resolve("prepared")
-        return [prepared.day_batch("train", i) for i in range(3)]
+        prepared, h = self.resolve("prepared"), self.cfg.health
+        return [prepared.day_batch("train", i, max_stocks=int(h.smoke_stocks), seed=int(self.cfg.train.seed))
+                for i in range(3)]
 
     # ------------------------------------------------------------------ model and step
     def _r_model(self) -> Any:

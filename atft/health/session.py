@@ -29,6 +29,8 @@ from atft.health.result import CheckResult, format_table
 
 CHECK_PROP = "atft_check"  # user_properties key carrying a CheckResult as JSON
 ARTIFACT_PROP = "atft_artifact"  # user_properties key carrying plot data (history, predictions)
+RESOURCE_PROP = "atft_resource"  # user_properties key: a shared resource built during the item, its seconds
+TOP_DURATIONS = 8  # slowest items named in the terminal summary
 MODEL_RESOURCES = {"model", "model_spec", "train_step", "loss_fn"}
 
 
@@ -52,6 +54,9 @@ class Recorder:
         d["test"] = self.item.nodeid
         self.item.user_properties.append((CHECK_PROP, json.dumps(d, default=str)))
         return result
+
+    def resource(self, name: str, seconds: float) -> None:
+        self.item.user_properties.append((RESOURCE_PROP, json.dumps({"resource": name, "seconds": seconds})))
 
     def artifact(self, kind: str, data: dict[str, Any]) -> None:
         self.item.user_properties.append((ARTIFACT_PROP, json.dumps({"kind": kind, **data}, default=str)))
@@ -82,6 +87,8 @@ class HealthSession:
         self._reported: set[tuple[str, str]] = set()
         self.results: list[dict[str, Any]] = []
         self.artifacts: list[dict[str, Any]] = []
+        self.durations: dict[str, float] = {}  # item node id -> seconds (setup + call + teardown)
+        self.resources: list[dict[str, Any]] = []  # shared resources: which item built them, seconds
 
     @classmethod
     def from_pytest(cls, config: pytest.Config) -> HealthSession:
@@ -134,9 +141,11 @@ class HealthSession:
         """Run ``check`` for its pytest item: record the rows; fail, skip (N/A) or pass."""
         rec = self.recorder(item)
         artifacts = Artifacts()
+        built: dict[str, float] = {}
         try:
             ctx = self.context
-            results = run_check(check, ctx.replace(artifacts=artifacts) if "artifacts" in check.needs else ctx)
+            built = dict(ctx.timings)
+            results = run_check(check, ctx.with_artifacts(artifacts) if "artifacts" in check.needs else ctx)
         except InputProblem as p:
             kind = input_kind(p.resource)
             key = (kind, str(p.error))
@@ -145,6 +154,11 @@ class HealthSession:
             self._reported.add(key)
             rec.check(CheckResult.failure(f"inputs[{kind}]", str(p.error)))
             return
+        finally:
+            if self._ctx is not None:
+                for name, seconds in self._ctx.timings.items():
+                    if name not in built:
+                        rec.resource(name, seconds)
         for a in artifacts.items:
             rec.artifact(a["kind"], {k: v for k, v in a.items() if k != "kind"})
         rec.check(results)
@@ -159,6 +173,7 @@ class HealthSession:
                 f"atft: model {self.spec.describe()}; device {_device()}"]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + float(report.duration)
         if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
             return
         for key, value in report.user_properties:
@@ -168,6 +183,19 @@ class HealthSession:
                 self.results.append(d)
             elif key == ARTIFACT_PROP:
                 self.artifacts.append(json.loads(value))
+            elif key == RESOURCE_PROP:
+                self.resources.append({**json.loads(value), "built_by": report.nodeid})
+
+    def timing(self) -> dict[str, Any]:
+        """Seconds per item (setup + call + teardown; an item that first needs a shared resource
+        pays for building it, named in ``resources``), slowest first, and their total."""
+        checked = {r.get("test") for r in self.results}  # the items that ran a check (not other tests)
+        own = {k: v for k, v in self.durations.items() if k in checked}
+        items = sorted(({"check": _item_name(k), "test": k, "seconds": round(v, 3)} for k, v in own.items()),
+                       key=lambda d: -d["seconds"])
+        return {"total_s": round(sum(own.values()), 3), "items": items,
+                "resources": [{**r, "seconds": round(r["seconds"], 3), "built_by": _item_name(r["built_by"])}
+                              for r in self.resources]}
 
     def _rows(self) -> list[tuple[CheckResult, dict[str, Any]]]:
         """The recorded results as (CheckResult, its recorded dict), one input error row once."""
@@ -199,7 +227,10 @@ class HealthSession:
             "environment": _environment(),
             "summary": {"checks": len(results), "failed": sum(r.verdict == "FAIL" for r in results),
                         "not_applicable": sum(r.verdict == "N/A" for r in results)},
-            "checks": [{**r.to_dict(), "test": d.get("test"), "outcome": d.get("outcome")} for r, d in rows],
+            "checks": [{**r.to_dict(), "test": d.get("test"), "outcome": d.get("outcome"),
+                        "duration_s": round(self.durations.get(str(d.get("test")), float("nan")), 3)}
+                       for r, d in rows],
+            "durations": self.timing(),
             "artifacts": self.artifacts,
         }
         write_json(o.get("atft_report") or "health_report.json", report)
@@ -217,7 +248,19 @@ class HealthSession:
             return
         terminalreporter.section("atft health")
         terminalreporter.write_line(format_table([r for r, _ in self._rows()]))
+        t = self.timing()
+        terminalreporter.write_line(f"seconds per check (total {t['total_s']:.1f} s; slowest first): " + ", ".join(
+            f"{d['check']} {d['seconds']:.1f}" for d in t["items"][:TOP_DURATIONS]))
+        if t["resources"]:
+            terminalreporter.write_line("shared resources (paid by the first check needing them): " + ", ".join(
+                f"{r['resource']} {r['seconds']:.1f} ({r['built_by']})"
+                for r in sorted(t["resources"], key=lambda r: -r["seconds"]) if r["seconds"] >= 0.05))
         terminalreporter.write_line(f"report: {self.options.get('atft_report')}")
+
+
+def _item_name(nodeid: str) -> str:
+    """``.../test_health.py::test_check[mini_train]`` -> ``mini_train``."""
+    return nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else nodeid
 
 
 def _device() -> str:

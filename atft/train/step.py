@@ -187,39 +187,46 @@ def train_epoch(
     t0 = time.perf_counter()
     wait = 0.0
     t_fetch = time.perf_counter()
-    for batch in batches:
-        wait += time.perf_counter() - t_fetch
-        if max_steps and p.steps >= max_steps:
-            break
-        if governor is not None:
-            governor.before_step()
-        try:
-            res = train_step(model, batch, loss_fn, optimizer, scheduler=scheduler, grad_clip=grad_clip,
-                             device=device, bf16=bf16, guards=guards)
-        except FloatingPointError as exc:
-            raise FloatingPointError(f"{exc} (step {p.steps})") from None
-        if governor is not None:
-            governor.after_step(0 if res.skipped else batch.num_stocks)
-        p.batches += 1
-        if res.skipped:
-            p.skipped += 1
-        else:
-            p.loss_sum += res.loss
-            for k, v in res.per_horizon.items():
-                p.per_horizon_sum[k] = p.per_horizon_sum.get(k, 0.0) + v
-            p.steps += 1
-            p.samples += batch.num_stocks
-            if progress is not None:
-                progress.update(1)
-            if ticker is not None:
-                ticker.tick(lambda s, done=p.steps, n=p.samples, mean=p.loss_sum / p.steps:
-                            f"progress: step {done}/{total_steps or '?'}, {n / max(s, 1e-9):.0f} samples/s, "
-                            f"loss {mean:.4f}, ETA {eta(done, total_steps, s)}")
-        del batch
-        if stop is not None and stop():  # a stop request (Ctrl-C, SIGTERM) honoured at a step boundary
-            interrupted = True
-            break
-        t_fetch = time.perf_counter()
+    try:
+        for batch in batches:
+            wait += time.perf_counter() - t_fetch
+            if max_steps and p.steps >= max_steps:
+                break
+            if governor is not None:
+                governor.before_step()
+            try:
+                res = train_step(model, batch, loss_fn, optimizer, scheduler=scheduler, grad_clip=grad_clip,
+                                 device=device, bf16=bf16, guards=guards)
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"{exc} (step {p.steps})") from None
+            if governor is not None:
+                governor.after_step(0 if res.skipped else batch.num_stocks)
+            p.batches += 1
+            if res.skipped:
+                p.skipped += 1
+            else:
+                p.loss_sum += res.loss
+                for k, v in res.per_horizon.items():
+                    p.per_horizon_sum[k] = p.per_horizon_sum.get(k, 0.0) + v
+                p.steps += 1
+                p.samples += batch.num_stocks
+                if progress is not None:
+                    progress.update(1)
+                if ticker is not None:
+                    ticker.tick(lambda s, done=p.steps, n=p.samples, mean=p.loss_sum / p.steps:
+                                f"progress: step {done}/{total_steps or '?'}, {n / max(s, 1e-9):.0f} samples/s, "
+                                f"loss {mean:.4f}, ETA {eta(done, total_steps, s)}")
+            del batch
+            if stop is not None and stop():  # a stop request (Ctrl-C, SIGTERM) honoured at a step boundary
+                interrupted = True
+                break
+            if max_steps and p.steps >= max_steps:
+                break  # before fetching (and, prefetching, producing) a batch that would not be stepped
+            t_fetch = time.perf_counter()
+    finally:  # a prefetching loader's worker is stopped and joined here (break, stop, errors)
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
     seconds = time.perf_counter() - t0
     n = max(p.steps, 1)
     return EpochStats(p.loss_sum / n if p.steps else float("nan"), {k: v / n for k, v in p.per_horizon_sum.items()},
