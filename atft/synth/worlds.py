@@ -212,7 +212,7 @@ def plant(world: World, rng: np.random.Generator, x: np.ndarray, listed: np.ndar
         d = x.shape[0]
         state = np.empty(d, dtype=np.int64)
         state[0] = rng.integers(2)
-        flips = rng.random(d) > REGIME_STAY
+        flips: np.ndarray = np.asarray(rng.random(d) > REGIME_STAY)
         for t in range(1, d):
             state[t] = state[t - 1] ^ int(flips[t])
         in_a = (state == 0).astype(np.float64)[:, None]  # [D, 1]
