@@ -95,7 +95,9 @@ def observable_ceiling(x: np.ndarray, listed: np.ndarray, sector: np.ndarray, ta
             a = design(int(t), rows)
             gram += a.T @ a
             rhs += a.T @ (y[rows] - y[rows].mean())
-        reg = alpha * np.trace(gram) / gram.shape[0] * 1e-3 * np.eye(3 * nf)
+        if not np.trace(gram) > 0:  # no fit date with min_stocks stocks
+            return {}
+        reg = alpha * np.trace(gram) / gram.shape[0] * 1e-3 * np.eye(3 * nf)  # ridge: alpha x 1e-3 x mean diagonal
         w_all = np.linalg.solve(gram + reg, rhs)
         w_own = np.linalg.solve(gram[:nf, :nf] + reg[:nf, :nf], rhs[:nf])
         p_all = np.full(listed.shape, np.nan)
