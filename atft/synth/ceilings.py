@@ -9,7 +9,7 @@ next to the oracle and the own-features-only oracle on the same dates and rows.
 Choices (documented contract): the correlation graph is one static graph from the training
 dates' cross-sectionally demeaned 1-day returns (top ``top_k`` by correlation, self excluded), so
 it uses no date after the fit window; the features are the true values (the ~1 % null cells are
-ignored); the fit uses at most ``max_fit_dates`` training dates, evenly spaced (memory and time at
+ignored); the fit uses the rows with every horizon's target known and at most ``max_fit_dates`` training dates, evenly spaced (memory and time at
 4,000 stocks); targets are demeaned per date. This is a reachable floor for "observable linear",
 not the best observable predictor (a nonlinear or regime world leaves more on the table).
 """
@@ -48,9 +48,10 @@ def neighbour_design(x: np.ndarray, rows: np.ndarray, listed: np.ndarray, sector
     lf = listed.astype(np.float64)
     xs = np.where(listed[:, None], x, 0.0)
     g = int(sector.max()) + 1
-    sums = np.zeros((g, x.shape[1]))
-    np.add.at(sums, sector, xs)
-    counts = np.bincount(sector, weights=lf, minlength=g)
+    onehot = np.zeros((g, x.shape[0]))
+    onehot[sector, np.arange(x.shape[0])] = 1.0
+    sums = onehot @ xs  # [G, F]
+    counts = onehot @ lf
     sec = (sums[sector[rows]] - xs[rows]) / np.maximum(counts[sector[rows]] - lf[rows], 1.0)[:, None]
     nl = lf[nbr[rows]]  # [n, k]
     nb = np.einsum("nkf,nk->nf", xs[nbr[rows]], nl) / np.maximum(nl.sum(1), 1.0)[:, None]
@@ -82,36 +83,36 @@ def observable_ceiling(x: np.ndarray, listed: np.ndarray, sector: np.ndarray, ta
     def design(t: int, rows: np.ndarray) -> np.ndarray:
         return neighbour_design(x[t].astype(np.float64), rows, listed[t], sector, nbr)
 
-    nf = x.shape[2]
+    nf, nh = x.shape[2], len(hz)
+    gram = np.zeros((3 * nf, 3 * nf))
+    rhs = np.zeros((3 * nf, nh))
+    for t in fit_days:  # one design per date for every horizon: rows with every target known
+        y = targets[t].astype(np.float64)  # [N, H]
+        rows = np.flatnonzero(listed[t] & np.isfinite(y).all(1))
+        if rows.size < min_stocks:
+            continue
+        a = design(int(t), rows)
+        gram += a.T @ a
+        rhs += a.T @ (y[rows] - y[rows].mean(0))
+    if not np.trace(gram) > 0:  # no fit date with min_stocks stocks
+        return {}
+    reg = alpha * np.trace(gram) / gram.shape[0] * 1e-3 * np.eye(3 * nf)  # ridge: alpha x 1e-3 x mean diagonal
+    w_all = np.linalg.solve(gram + reg, rhs)  # [3F, H]
+    w_own = np.linalg.solve(gram[:nf, :nf] + reg[:nf, :nf], rhs[:nf])  # [F, H]
+    p_all = np.full((*listed.shape, nh), np.nan)
+    p_own = np.full((*listed.shape, nh), np.nan)
+    for t in test:
+        rows = np.flatnonzero(listed[t])
+        if rows.size:
+            a = design(int(t), rows)
+            p_all[t, rows], p_own[t, rows] = a @ w_all, a[:, :nf] @ w_own
     out: dict[str, dict[str, float]] = {}
     for j, h in enumerate(hz):
-        gram = np.zeros((3 * nf, 3 * nf))
-        rhs = np.zeros(3 * nf)
-        for t in fit_days:
-            y = targets[t, :, j].astype(np.float64)
-            rows = np.flatnonzero(listed[t] & np.isfinite(y))
-            if rows.size < min_stocks:
-                continue
-            a = design(int(t), rows)
-            gram += a.T @ a
-            rhs += a.T @ (y[rows] - y[rows].mean())
-        if not np.trace(gram) > 0:  # no fit date with min_stocks stocks
-            return {}
-        reg = alpha * np.trace(gram) / gram.shape[0] * 1e-3 * np.eye(3 * nf)  # ridge: alpha x 1e-3 x mean diagonal
-        w_all = np.linalg.solve(gram + reg, rhs)
-        w_own = np.linalg.solve(gram[:nf, :nf] + reg[:nf, :nf], rhs[:nf])
-        p_all = np.full(listed.shape, np.nan)
-        p_own = np.full(listed.shape, np.nan)
-        for t in test:
-            rows = np.flatnonzero(listed[t])
-            if rows.size:
-                a = design(int(t), rows)
-                p_all[t, rows], p_own[t, rows] = a @ w_all, a[:, :nf] @ w_own
         y = targets[..., j].astype(np.float64)
-        ok = np.isfinite(y) & np.isfinite(p_all)
+        ok = np.isfinite(y) & np.isfinite(p_all[..., j])
         ics = {name: ic_summary(daily_ic(pred, y, ok, min_stocks).values)["ic"]
                for name, pred in (("oracle_ic", mu[h]), ("own_oracle_ic", mu_own[h]),
-                                  ("linear_own_ic", p_own), ("linear_observable_ic", p_all))}
+                                  ("linear_own_ic", p_own[..., j]), ("linear_observable_ic", p_all[..., j]))}
         row = {k: float(v) for k, v in ics.items()}
         row.update({f"{k[:-3]}_ratio": float(v / ics["oracle_ic"]) for k, v in ics.items() if k != "oracle_ic"})
         row.update(test_dates=float(test.size), fit_dates=float(fit_days.size), top_k=float(top_k))
