@@ -5,6 +5,9 @@
     python bench/bench_quality.py --power 0 1 2                     # the oracle's own graph advantage per draw
     python bench/bench_quality.py [key=value ...] --ceiling 0 1 2   # ridge ceilings with the graph's neighbour means
     python bench/bench_quality.py [key=value ...] --ceiling 0 --split val   # the same on the validation split
+    python bench/bench_quality.py --worlds sector supply-chain nonlinear regime weak --seeds S1 S2 S3 \
+        --epochs E --stocks N --dates D [--contenders ...] [--json OUT]   # the family table (bench/family.py)
+    python bench/bench_quality.py --quick                          # the same, small (a few minutes)
 
 For every training seed, ATFT-GAT-FAN and the same model with the graph path bypassed
 (``model.use_gat=false``) are trained side by side (one process and one torch thread each) with
@@ -232,8 +235,27 @@ def main() -> int:
                     help="only the ridge graph ceilings (own / + graph neighbours / + sector peers) per panel seed")
     ap.add_argument("--split", default="test", choices=("val", "test"),
                     help="split scored by --ceiling (choose settings on val)")
+    ap.add_argument("--worlds", nargs="+", default=None,
+                    help="the family table (bench/family.py): these worlds; --seeds are then panel seeds")
+    ap.add_argument("--stocks", type=int, default=200, help="--worlds: stocks per panel")
+    ap.add_argument("--dates", type=int, default=600, help="--worlds: business days per panel")
+    ap.add_argument("--contenders", nargs="+", default=None, help="--worlds: a subset of the contenders")
+    ap.add_argument("--quick", action="store_true", help="--worlds: 2 worlds, 1 seed, 100 x 320, 1 epoch")
+    ap.add_argument("--tables", nargs="+", default=None, metavar="JSON",
+                    help="print the family tables of saved --worlds runs (seeds pooled across files)")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
+    if args.tables:
+        from family import from_json, print_tables
+
+        print_tables(from_json(args.tables))
+        return 0
+    if args.worlds is not None or args.quick:
+        from family import family_main
+
+        args.worlds = args.worlds or []
+        args.epochs = args.epochs or 3
+        return family_main(args)
     ov = list(args.overrides) + ([f"train.max_epochs={args.epochs}"] if args.epochs else [])
     cfg = load(args.config, ov + ["train.progress=false"], apply_env=False)
     tmp = Path(tempfile.mkdtemp(prefix="atft_quality_"))

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--days", type=int, default=None, help="number of trading days (default 1250)")
     s.add_argument("--features", type=int, default=None, help="number of features (default 32)")
     s.add_argument("--seed", type=int, default=None, help="generator seed (default 0)")
+    s.add_argument("--world", default="sector",
+                   choices=("sector", "supply-chain", "nonlinear", "regime", "weak", "strong"),
+                   help="market of the family (atft.synth.worlds; default sector = the embedded default)")
     s.add_argument("--config", default=None, help="config whose data.synthetic section gives the defaults")
 
     s = sub.add_parser("build-dataset", help="features + targets from a daily price panel")

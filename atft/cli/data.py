@@ -14,21 +14,24 @@ from atft.config import load
 
 
 def cli_synth(args: argparse.Namespace) -> int:
-    """``atft synth --out PATH [--stocks N] [--days D] [--features F] [--seed S] [--config C]``."""
+    """``atft synth --out PATH [--world W] [--stocks N] [--days D] [--features F] [--seed S] [--config C]``."""
     from atft.synth.cache import check_panel_path, sidecar_path, truth_path, write_panel
     from atft.synth.generator import SynthParams, generate
+    from atft.synth.worlds import WORLDS
 
     cfg = load(args.config or "default")
     check_panel_path(args.out)  # before minutes of generating: a .parquet path that can be written
-    params = SynthParams.from_config(cfg.data.synthetic, stocks=args.stocks, days=args.days,
-                                     features=args.features, seed=args.seed)
+    world = getattr(args, "world", "sector")
+    explicit = {"stocks": args.stocks, "days": args.days, "features": args.features, "seed": args.seed}
+    params = SynthParams.from_config(cfg.data.synthetic, **{**WORLDS[world].overrides,  # preset, then options
+                                                            **{k: v for k, v in explicit.items() if v is not None}})
     if params.informative + params.peer_features > params.features:  # --features below the default split
         params = replace(params, informative=max(1, params.features - params.peer_features))
     if params.stocks < 2 * params.sectors:  # --stocks below the default's 2 stocks per sector
         params = replace(params, sectors=max(1, params.stocks // 2))
         print(f"--stocks {params.stocks}: {params.sectors} sectors (at least 2 stocks per sector)")
     t0 = time.perf_counter()
-    result = generate(params, cfg.data.horizons, cfg.data.target_template)
+    result = generate(params, cfg.data.horizons, cfg.data.target_template, world=world)
     t_gen = time.perf_counter() - t0
     path = write_panel(args.out, result)
     t_all = time.perf_counter() - t0
@@ -42,6 +45,11 @@ def cli_synth(args: argparse.Namespace) -> int:
     for key, o in result.meta["oracle"].items():
         print(f"{key:>12} {o['ic']:>10.4f} {o['ic_std']:>8.4f} {o['icir']:>7.3f} "
               f"{o['no_graph_ic']:>12.4f} {o['graph_share_of_oracle']:>12.3f}")
+    print(f"world {world}: {result.meta['world_about']}; ceilings on the last 15 % of dates "
+          "(ratio to the oracle there): own-only oracle, linear own, linear own + sector / correlation-neighbour means")
+    for key, row in result.meta["ceilings"].items():
+        print(f"{key:>12} {row['oracle_ic']:>10.4f} {row['own_oracle_ratio']:>8.3f} {row['linear_own_ratio']:>8.3f} "
+              f"{row['linear_observable_ratio']:>8.3f}")
     return 0
 
 

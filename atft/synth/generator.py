@@ -57,7 +57,9 @@ from atft.data.schema import min_dates
 from atft.errors import InputError
 from atft.horizons import DEFAULT_TEMPLATE, target_column, truth_column
 from atft.progress import Ticker
+from atft.synth.ceilings import observable_ceiling
 from atft.synth.oracle import calibrate_scale, horizon_means, oracle_table
+from atft.synth.worlds import PEER_PHI, WORLDS, plant, world_means, world_rng
 
 log = logging.getLogger("atft.synth")
 
@@ -243,13 +245,16 @@ def ticker_elapsed(ticker: Ticker) -> float:
 
 
 def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAULT_HORIZONS,
-             template: str = DEFAULT_TEMPLATE, *, log_every_s: float = 30.0) -> SynthResult:
+             template: str = DEFAULT_TEMPLATE, *, world: str = "sector",
+             log_every_s: float = 30.0) -> SynthResult:
     """Generate the panel, its truth and its sidecar metadata in memory.
 
     Args:
         params: generator parameters (``params.seed`` seeds the one numpy Generator).
         horizons: target horizons in trading days.
         template: target column template (``atft.horizons.target_column``).
+        world: the market's structure (``atft.synth.worlds.WORLDS``; its preset overrides are
+            applied by the caller, ``world_params``): ``sector`` is the generator below, bit for bit.
         log_every_s: a progress line (log INFO) at most this often in the long loops, besides one
             line per stage (a 3,000-stock panel takes minutes).
 
@@ -259,6 +264,9 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
     hz = tuple(int(h) for h in horizons)
     p = params
     p.validate(hz)
+    if world not in WORLDS:
+        raise InputError(f"unknown world {world!r}. Fix: use one of {', '.join(WORLDS)}.")
+    spec = WORLDS[world]
     rng = np.random.default_rng(p.seed)
     n, d, nf, g = p.stocks, p.days, p.features, p.sectors
     codes = np.sort(rng.choice(np.arange(*_CODE_RANGE), n, replace=False)).astype(str)
@@ -272,6 +280,8 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
     inf_idx = np.sort(roles[: p.informative])
     peer_idx = np.sort(roles[p.informative: p.informative + p.peer_features])
     noise_idx = np.sort(roles[p.informative + p.peer_features:])
+    if spec.structure == "supply-chain":  # peer features of set persistence (the draws are unchanged)
+        phi[peer_idx] = [PEER_PHI[k % len(PEER_PHI)] for k in range(peer_idx.size)]
     w = rng.uniform(0.5, 1.5, p.informative) * rng.choice([-1.0, 1.0], p.informative)
     w /= np.linalg.norm(w)  # own part has unit variance
     v = np.full(p.peer_features, 1.0 / np.sqrt(p.peer_features))  # peer weights, unit variance
@@ -284,17 +294,28 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
     noise = _noise_returns(rng, p, sector)  # [D, N]
 
     peer = _peer_sums(x[:, :, peer_idx], listed, sector, g)  # [D, N, P]
-    u = np.sqrt(1 - p.graph_share) * (x[:, :, inf_idx] @ w) + np.sqrt(p.graph_share) * (peer @ v)
+    planted = None
+    if spec.structure == "sector":
+        u = np.sqrt(1 - p.graph_share) * (x[:, :, inf_idx] @ w) + np.sqrt(p.graph_share) * (peer @ v)
+    else:
+        planted = plant(spec, world_rng(p.seed, world), x, listed, sector, inf_idx, peer_idx, phi, peer,
+                        p.graph_share, p.idio_vol)
+        u = planted.u
+        noise = noise if planted.extra_noise is None else noise + planted.extra_noise
     valid1 = listed & (t_idx + 1 <= end[None, :] - 1)
     log.info("synth: returns drawn (%.0f s); calibrating the signal to oracle IC %g", ticker_elapsed(ticker), p.oracle_ic)
     c = calibrate_scale(u, a, noise, valid1, p.oracle_ic, p.min_stocks)
     raw = c * a[:, None] * u + noise
     r = np.clip(raw, -p.max_abs_return, p.max_abs_return)
     targets = _forward_returns(r, end, listed, hz).astype(np.float32)  # [D, N, H]
-    mu, mu_own = horizon_means(c, z, p.strength_sigma, p.strength_rho, x[:, :, inf_idx], w,
-                               phi[inf_idx], peer, v, phi[peer_idx], p.graph_share, hz)
+    if planted is None:
+        mu, mu_own = horizon_means(c, z, p.strength_sigma, p.strength_rho, x[:, :, inf_idx], w,
+                                   phi[inf_idx], peer, v, phi[peer_idx], p.graph_share, hz)
+    else:
+        mu, mu_own = world_means(planted, c, z, p.strength_sigma, p.strength_rho, hz)
 
     oracle = oracle_table(mu, mu_own, targets, hz, p.min_stocks)
+    ceiling = observable_ceiling(x, listed, sector, targets, mu, mu_own, hz, min_stocks=p.min_stocks)
     log.info("synth: targets and oracle done (%.0f s); building the frame", ticker_elapsed(ticker))
 
     ii, tt = np.nonzero(listed.T)  # rows in (Code, Date) order: codes are sorted equal-width
@@ -320,6 +341,8 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
     )
     meta = {
         "generator": "atft.synth", "version": GENERATOR_VERSION,
+        "world": world, "world_about": spec.about,
+        "world_facts": planted.meta if planted is not None else {"world": world, "structure": "sector"},
         "params": asdict(p), "seed": p.seed, "horizons": list(hz), "target_template": template,
         "shape": {"stocks": n, "days": d, "features": nf, "rows": panel.height},
         "columns": {"code": "Code", "date": "Date", "sector": "sector",
@@ -337,5 +360,6 @@ def generate(params: SynthParams, horizons: tuple[int, ...] | list[int] = DEFAUL
         "oracle": oracle,  # per output key: ic, ic_std, icir, n_dates, no_graph_ic, no_graph_icir, ...
         "oracle_ic": {key: o["ic"] for key, o in oracle.items()},  # flat views of the same numbers
         "no_graph_ic": {key: o["no_graph_ic"] for key, o in oracle.items()},
+        "ceilings": ceiling,  # per key: oracle / own-only oracle / observable linear on the last 15 % of dates
     }
     return SynthResult(panel=panel, truth=truth, meta=meta)

@@ -1,0 +1,54 @@
+"""The peers of the family benchmark (bench/family.py): neighbour means use only what is known at the date."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from atft.config import load
+from atft.synth.cache import write_panel
+from atft.synth.generator import SynthParams, generate
+from atft.train.prepare import prepare
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+family = pytest.importorskip("family")  # needs bench/ (a source checkout), not lightgbm
+
+
+def _design_at(path: Path, day: int) -> tuple[np.ndarray, np.ndarray]:
+    cfg = load("default", [f"data.path={path}", "graph.lookback=60", "train.num_threads=1"], apply_env=False)
+    prep = prepare(cfg, str(path))
+    rows = np.flatnonzero(prep.panel.valid[day])
+    return family.own_and_neighbour_design(prep)(day, rows), rows
+
+
+def test_neighbour_means_use_no_later_data(tmp_path: Path) -> None:
+    params = SynthParams(stocks=60, days=260, features=6, informative=3, sectors=12, seed=21)
+    res = generate(params, (1, 5, 10, 20))
+    path = write_panel(tmp_path / "a.parquet", res)
+    dates = res.panel["Date"].unique().sort()
+    day = 200  # a test-split date (the normalizer is fit on the train dates only)
+    cut = dates[day]
+    feats, targets = res.meta["columns"]["features"], res.meta["columns"]["targets"]
+    rng = np.random.default_rng(0)
+    noise = pl.Series(rng.standard_normal(res.panel.height))
+    changed = res.panel.with_columns(
+        *[pl.when(pl.col("Date") > cut).then(pl.col(f) * -1.7 + noise).otherwise(pl.col(f)).cast(pl.Float32).alias(f)
+          for f in feats],  # features after the date
+        *[pl.when(pl.col("Date") >= cut).then(pl.col(t) * 0.3 - 0.01 * noise).otherwise(pl.col(t))
+          .cast(pl.Float32).alias(t) for t in targets],  # returns not yet realized at the date
+    )
+    assert not changed.equals(res.panel)
+    path_b = write_panel(tmp_path / "b.parquet", replace(res, panel=changed))
+    a, rows_a = _design_at(path, day)
+    b, rows_b = _design_at(path_b, day)
+    nf = len(feats)
+    assert a.shape == (rows_a.size, 3 * nf) and np.array_equal(rows_a, rows_b)
+    np.testing.assert_array_equal(a, b)
+    later_a, _ = _design_at(path, day + 1)
+    later_b, _ = _design_at(path_b, day + 1)
+    assert not np.array_equal(later_a, later_b)  # the planted change is visible one day later
