@@ -43,6 +43,25 @@ def test_the_governor_keeps_the_faster_count_and_says_why(monkeypatch: pytest.Mo
     assert "torch threads: 1 (fastest of [1, 2] on 2 available cores" in caplog.text
 
 
+def test_the_governor_sees_bursts_that_a_median_would_hide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside a busy process 2 threads are usually a bit faster per step but now and then 10x slower
+    (an OpenMP barrier on a parked thread): per sample they cost more, so 1 thread must win."""
+    gov = ThreadGovernor(cores=2, probe_steps=4, reprobe_every=0)
+    steps = {1: iter([0.010] * 10), 2: iter([0.008, 0.008, 0.1, 0.008] * 3)}
+    fake = {"t": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: fake["t"])
+    for _ in range(1 + 2 * 4):
+        gov.before_step()
+        fake["t"] += next(steps[torch.get_num_threads()])
+        gov.after_step(100)
+    assert gov.current == 1 and torch.get_num_threads() == 1
+
+
+def test_the_probe_alternates_the_counts() -> None:
+    gov = ThreadGovernor(cores=2, probe_steps=3, reprobe_every=0)
+    assert gov._plan == [-1, 1, 2, 1, 2, 1, 2]
+
+
 def test_a_fixed_count_is_used_as_it_is() -> None:
     assert configure_threads(1, False) is None and torch.get_num_threads() == 1
     assert configure_threads(3, True) is None and torch.get_num_threads() == 1  # single_process wins

@@ -86,8 +86,9 @@ class ThreadGovernor:
 
     def _start_probe(self) -> None:
         self._times = {k: [] for k in self.options}
-        # one untimed warm-up step (first-call allocations), then probe_steps timed steps per count
-        self._plan = ([-1] + [k for k in self.options for _ in range(self.probe_steps)]
+        # one untimed warm-up step (first-call allocations), then probe_steps rounds of one timed
+        # step per count, interleaved (1, 2, 1, 2, ...: a change of load hits every count alike)
+        self._plan = ([-1] + [k for _ in range(self.probe_steps) for k in self.options]
                       if len(self.options) > 1 else [])
         if not self._plan:
             self._set(self.options[0], f"{self.cores} core available")
@@ -119,7 +120,10 @@ class ThreadGovernor:
             self._start_probe()
 
     def _decide(self) -> None:
-        per = {k: sorted(v)[len(v) // 2] for k, v in self._times.items() if v}  # median s per sample
+        # mean s per sample: throughput is what a run pays. Not the median: beside a busy process
+        # more threads are slow in bursts (an OpenMP barrier waiting on a parked thread), which a
+        # median of a few steps hides (bench_threads: a median picked 2 threads that ran 5x slower)
+        per = {k: sum(v) / len(v) for k, v in self._times.items() if v}
         if not per:
             return
         best = min(per, key=per.__getitem__)
