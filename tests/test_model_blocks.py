@@ -66,16 +66,22 @@ def test_grn_resamples_skip_when_widths_differ() -> None:
 
 
 # ---------------------------------------------------------------- VSN
-@pytest.mark.parametrize("selection", ["softmax", "sigmoid"])
-def test_vsn_vectorized_equals_per_feature_loop(selection: str) -> None:
-    torch.manual_seed(0)
-    vsn = VariableSelectionNetwork(7, 8, dropout=0.1, selection=selection).eval()
+def _equals_loop_reference(vsn: VariableSelectionNetwork) -> torch.Tensor:
+    """The VSN on a [3, 4, 7] input equals the per-feature loop (tests/reference.py); its weights."""
     x = torch.randn(3, 4, 7)
     out, w = vsn(x)
     ref_out, ref_w = loop_reference(vsn, x)
     assert out.shape == (3, 4, 8) and w.shape == (3, 4, 7)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(w, ref_w)
+    return w
+
+
+@pytest.mark.parametrize("selection", ["softmax", "sigmoid"])
+def test_vsn_vectorized_equals_per_feature_loop(selection: str) -> None:
+    torch.manual_seed(0)
+    vsn = VariableSelectionNetwork(7, 8, dropout=0.1, selection=selection).eval()
+    w = _equals_loop_reference(vsn)
     if selection == "softmax":
         torch.testing.assert_close(w.sum(-1), torch.ones(3, 4))
     else:
@@ -113,12 +119,7 @@ def test_vsn_small_width_equals_per_feature_loop(selection: str) -> None:
     vsn = VariableSelectionNetwork(7, 8, feature_size=3, dropout=0.1, selection=selection).eval()
     assert vsn.feature_size == 3 and vsn.project is not None
     assert vsn.feature_grns.fc2.weight.shape == (7, 3, 3) and vsn.embed.weight.shape == (7, 1, 3)
-    x = torch.randn(3, 4, 7)
-    out, w = vsn(x)
-    ref_out, ref_w = loop_reference(vsn, x)
-    assert out.shape == (3, 4, 8) and w.shape == (3, 4, 7)
-    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(w, ref_w)
+    w = _equals_loop_reference(vsn)
     assert bool(((w > 0) & (w < 1)).all())  # selection weights keep their meaning at any width
     if selection == "softmax":
         torch.testing.assert_close(w.sum(-1), torch.ones(3, 4))

@@ -74,9 +74,7 @@ def render(report: dict[str, Any], out: Path) -> Path:
         lines += ["![distribution of predictions](predictions.png)", ""]
     else:
         lines += ["No prediction sample in this report (the smoke head check records one).", ""]
-    md = out / "report.md"
-    write_text(md, "\n".join(lines) + "\n")
-    return md
+    return _write_markdown(out, lines)
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -128,6 +126,11 @@ def render_run(run_dir: str | Path, out: Path) -> Path:
         lines += ["![live guards](guards.png)", ""]
     else:
         lines += ["No guard series (health.guard_every was 0).", ""]
+    return _write_markdown(out, lines)
+
+
+def _write_markdown(out: Path, lines: list[str]) -> Path:
+    """``out/report.md`` from its lines, written last (after the plots it links)."""
     md = out / "report.md"
     write_text(md, "\n".join(lines) + "\n")
     return md
