@@ -56,7 +56,7 @@ def main() -> None:
     for name in ("guards off", "guards on"):
         model = copy.deepcopy(base)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        guards = _guards(cfg, prep, model, 0, None) if name == "guards on" else None
+        guards = _guards(cfg, prep, model, 0, None, defer=False) if name == "guards on" else None
         contenders[name] = {"model": model, "opt": opt, "guards": guards, "s": 0.0, "n": 0}
     inside = timed_hooks(contenders["guards on"]["guards"])
     for _ in range(args.rounds):
