@@ -137,3 +137,28 @@ def _with_smoke_stocks(ctx: HealthContext, n: int):  # type: ignore[no-untyped-d
     import dataclasses
 
     return dataclasses.replace(ctx.cfg, health=dataclasses.replace(ctx.cfg.health, smoke_stocks=n))
+
+
+def test_slow_gates_train_on_the_untuned_gate_seed_only_on_the_embedded_default(tmp_path: Path) -> None:
+    """health.gate_seed: the gates' panel is another draw of the embedded default (its own
+    sidecar seed); with data.path, a planted dataset or gate_seed -1 they read the data under test."""
+    import json
+
+    from atft.synth.cache import sidecar_path
+
+    def context(*over: str) -> HealthContext:
+        ov = [f"data.cache_dir={tmp_path / 'cache'}", *over]
+        return HealthContext(cfg=load("smoke", ov, env={}), raw_cfg=load("smoke", ov, apply_env=False),
+                             workdir=tmp_path, environ={})
+
+    ctx = context("health.gate_seed=4242")
+    gate, smoke = Path(ctx.resolve("gate_dataset")), Path(ctx.resolve("dataset"))
+    assert gate != smoke
+    assert json.loads(sidecar_path(gate).read_text())["params"]["seed"] == 4242
+    assert json.loads(sidecar_path(smoke).read_text())["params"]["seed"] == 0
+    assert ctx.resolve("gate_prepared") is not ctx.resolve("prepared")
+    same = context("health.gate_seed=-1")
+    assert same.resolve("gate_dataset") == same.resolve("dataset")
+    assert same.resolve("gate_prepared") is same.resolve("prepared")
+    user = context("health.gate_seed=4242", f"data.path={smoke}")
+    assert Path(user.resolve("gate_dataset")) == smoke

@@ -160,6 +160,7 @@ class HealthConfig:
     ic_10ep: float = 0.05  # IC@1d after 10 epochs
     sharpe_10ep: float = 0.1  # long-short Sharpe after 10 epochs
     oracle_fraction: float = 0.8  # on the synthetic default: IC@1d >= this x oracle IC
+    gate_seed: int = 3289  # embedded default only: the slow gates train on the panel of this seed, drawn after every default was frozen (docs/decisions.md); -1 = data.synthetic.seed
     max_val_rising_epochs: int = 3  # val loss may rise at most this many consecutive epochs
     max_train_val_gap: float = 0.5  # |val - train| / train loss at the end
     gpu_util: float = 0.5  # median GPU utilization during a short run

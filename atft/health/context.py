@@ -24,8 +24,11 @@ Resources (name: what, sharing):
 * ``model_spec``: the model and step under test; ``model``: a fresh model (fresh);
   ``loss_fn`` (fresh); ``train_step``: THE step, atft's or the user's;
 * ``environ``, ``dotenv`` (the parsed ``./.env``), ``allow_gat_bypass``;
-* ``fit_3ep`` / ``fit_10ep``: a 3- / 10-epoch training run of atft's model on the data (shared;
-  the slow gates); ``run_dir``: a scratch directory; ``artifacts``: plot data for the report.
+* ``gate_dataset`` / ``gate_prepared``: what the slow gates train on: the data under test, except
+  on the embedded default, where it is the panel of ``health.gate_seed`` (a seed no default was
+  tuned on; the smoke checks keep ``data.synthetic.seed``) (shared);
+* ``fit_3ep`` / ``fit_10ep``: a 3- / 10-epoch training run of atft's model on ``gate_prepared``
+  (shared; the slow gates); ``run_dir``: a scratch directory; ``artifacts``: plot data for the report.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from atft.config import Config
 from atft.health.adapter import ModelSpec
 
 SHARED = ("cfg", "raw_cfg", "dataset", "dataset_columns", "dataset_results", "label_stats", "prepared", "horizons",
-          "target_scale", "day_batch", "train_batches", "environ", "dotenv", "fit_3ep", "fit_10ep")
+          "target_scale", "day_batch", "train_batches", "environ", "dotenv", "gate_dataset", "gate_prepared",
+          "fit_3ep", "fit_10ep")
 
 
 class Artifacts:
@@ -207,13 +211,34 @@ class HealthContext:
         path = self.workdir / ".env"
         return str(path), read_dotenv(path)
 
+    def _gate_cfg(self) -> Config | None:
+        """The config of the gates' own panel, or None when they train on the data under test."""
+        seed = int(self.cfg.health.gate_seed)
+        if self.cfg.data.path or "dataset" in self.overrides or seed < 0 or seed == self.cfg.data.synthetic.seed:
+            return None
+        data = self.cfg.data
+        return dataclasses.replace(self.cfg, data=dataclasses.replace(
+            data, synthetic=dataclasses.replace(data.synthetic, seed=seed)))
+
+    def _r_gate_dataset(self) -> str | Path | pl.DataFrame:
+        from atft.synth.cache import ensure_default_panel
+
+        cfg = self._gate_cfg()
+        return self.resolve("dataset") if cfg is None else ensure_default_panel(cfg)
+
+    def _r_gate_prepared(self) -> Any:
+        from atft.train.prepare import prepare
+
+        cfg = self._gate_cfg()
+        return self.resolve("prepared") if cfg is None else prepare(cfg, str(self.resolve("gate_dataset")))
+
     def _fit(self, epochs: int) -> Any:
         from atft.train.fit import fit
 
         cfg, root = self.cfg, self.resolve("run_dir")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(
             cfg.train, max_epochs=epochs, run_dir=str(root / "runs"), log_dir=str(root / "logs"), progress=False))
-        return fit(cfg, self.resolve("prepared"), run_id=f"health_{epochs}ep")
+        return fit(cfg, self.resolve("gate_prepared"), run_id=f"health_{epochs}ep")
 
     def _r_fit_3ep(self) -> Any:
         return self._fit(3)

@@ -3,7 +3,8 @@
 Each gate reads a real training run of atft's model on the data under test (the ``fit_3ep`` /
 ``fit_10ep`` resources: ``atft.train.fit.fit`` at the configured settings); on a synthetic panel
 the 10-epoch gate also requires IC@1d >= ``health.oracle_fraction`` x the oracle's IC on the same
-test rows. The planted faults are runs that learnt nothing (constant predictions) or overfit.
+test rows. On the embedded default the gates train on the panel of ``health.gate_seed``, a seed
+no default was tuned on (``gate_dataset``), not on the smoke checks' panel. The planted faults are runs that learnt nothing (constant predictions) or overfit.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ def oracle_on_run(dataset: Any, run: Any, horizons: Horizons, cfg: Config) -> di
 
 
 @health_check(area="quality", marker="slow", fault=_overfit, atft_only=True)
-def ten_epoch_gate(fit_10ep: Any, horizons: Horizons, cfg: Config, dataset: Any,
+def ten_epoch_gate(fit_10ep: Any, horizons: Horizons, cfg: Config, gate_dataset: Any,
                    artifacts: Artifacts) -> list[CheckResult]:
     """After 10 epochs: losses trend down, no overfitting, test IC@1d and Sharpe above their floors
     (and >= health.oracle_fraction x the oracle on a synthetic panel)."""
     _history(artifacts, "10 epochs", fit_10ep, horizons)
     return quality_gate(fit_10ep.history, fit_10ep.final, horizons, cfg.health,
-                        oracle_on_run(dataset, fit_10ep, horizons, cfg))
+                        oracle_on_run(gate_dataset, fit_10ep, horizons, cfg))
