@@ -240,6 +240,8 @@ def main() -> int:
     ap.add_argument("--stocks", type=int, default=200, help="--worlds: stocks per panel")
     ap.add_argument("--dates", type=int, default=600, help="--worlds: business days per panel")
     ap.add_argument("--contenders", nargs="+", default=None, help="--worlds: a subset of the contenders")
+    ap.add_argument("--patience", type=int, default=0,
+                    help="--worlds: train.patience (early stopping on validation IC@1d; 0 = every epoch)")
     ap.add_argument("--quick", action="store_true", help="--worlds: 2 worlds, 1 seed, 100 x 320, 1 epoch")
     ap.add_argument("--tables", nargs="+", default=None, metavar="JSON",
                     help="print the family tables of saved --worlds runs (seeds pooled across files)")

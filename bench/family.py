@@ -56,6 +56,7 @@ ATFT_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "atft graph bypassed": ("default", ["model.use_gat=false"]),
     "atft no graph_skip": ("default", ["model.graph_skip=false"]),
     "atft no linear_skip": ("default", ["model.linear_skip=false"]),
+    "atft no FAN/SAN": ("default", ["model.adaptive_norm=false"]),
     "atft production blocks (small)": ("production", ["model.num_features=0", "model.hidden_size=16",
                                                       "data.sequence_length=5", "train.bf16=false"]),
 }
@@ -141,9 +142,50 @@ def fit_variant(config: str, overrides: list[str], data: Path, run_root: Path, n
                         "train.progress=false", "train.seed=0", f"train.batch_size={batch}"], apply_env=False)
     cfg.train.run_dir, cfg.train.log_dir = str(run_root / "runs"), str(run_root / "logs")
     t0 = time.perf_counter()
-    res = fit(cfg, prepare(cfg, str(data)), run_id=f"{name.replace(' ', '_')}_{data.stem}")
-    facts = {"best_epoch": res.best_epoch, "epochs": len(res.history), "seconds": time.perf_counter() - t0}
+    prep = prepare(cfg, str(data))
+    res = fit(cfg, prep, run_id=f"{name.replace(' ', '_').replace('/', '-')}_{data.stem}")
+    best = res.history[res.best_epoch]
+    facts: dict[str, Any] = {"best_epoch": res.best_epoch, "epochs": len(res.history),
+                             "seconds": time.perf_counter() - t0,
+                             "val_ic": {k: best.get(f"val/ic_{k.removeprefix('horizon_')}") for k in KEYS},
+                             "val_ic_1d_curve": [r.get("val/ic_1d") for r in res.history]}
+    if cfg.model.adaptive_norm:
+        facts["adaptive_norm"] = adaptive_norm_effect(Path(res.run_dir) / "checkpoints" / "best.pt", prep)
     return pl.read_parquet(Path(res.run_dir) / "predictions_test.parquet"), facts
+
+
+def adaptive_norm_effect(checkpoint: Path, prepared: Prepared) -> dict[str, float]:
+    """What the trained FAN/SAN branch does on the validation split (the best epoch's weights).
+
+    ``branch / sequence``: RMS of ``norm_scale * SAN(FAN(h))`` over the RMS of the VSN sequence
+    ``h`` it is added to; ``output change / spread``: mean |point(1d) with the branch - without|
+    over the std of point(1d) over the batch's rows (a batch = a few whole days), averaged over the
+    batches: how far the branch moves the forecast in units of the forecast's own spread; ``|norm_scale|``: mean absolute gate.
+    """
+    import torch
+
+    from atft.train.checkpoint import load_model
+
+    model = load_model(checkpoint).model
+    if model.fan is None or model.san is None or model.norm_scale is None:
+        return {}
+    ratios: list[float] = []
+    changes: list[float] = []
+    key = prepared.horizons.keys[0]
+    with torch.no_grad():
+        for batch in prepared.loader("val", shuffle=False):
+            with_branch = model(batch)["point"][key]
+            scale = model.norm_scale.detach().clone()
+            model.norm_scale.zero_()
+            without = model(batch)["point"][key]
+            model.norm_scale.copy_(scale)
+            spread = float(with_branch.std()) if with_branch.numel() > 1 else float("nan")
+            changes.append(float((with_branch - without).abs().mean()) / max(spread, 1e-12))
+            sequence, _ = model.vsn(batch.features)  # [N, T, H]
+            branch = model.norm_scale * model.san(model.fan(sequence))
+            ratios.append(float(branch.pow(2).mean().sqrt() / sequence.pow(2).mean().sqrt().clamp_min(1e-12)))
+    return {"branch / sequence": float(np.mean(ratios)), "output change / spread": float(np.mean(changes)),
+            "|norm_scale|": float(model.norm_scale.abs().mean())}
 
 
 def run_panel(world: str, seed: int, args: Any, out_dir: Path,
@@ -156,8 +198,8 @@ def run_panel(world: str, seed: int, args: Any, out_dir: Path,
     for name in args.contenders:
         if name in ATFT_VARIANTS:
             config, ov = ATFT_VARIANTS[name]
-            frames[name], facts[name] = fit_variant(config, ov, data, out_dir, name, args.epochs,
-                                                    batch_for(args.stocks))
+            frames[name], facts[name] = fit_variant(config, [*ov, f"train.patience={args.patience}"], data,
+                                                    out_dir, name, args.epochs, batch_for(args.stocks))
             log(f"  {world} seed {seed}: {name} best epoch {facts[name]['best_epoch']} "
                 f"({facts[name]['seconds']:.0f} s)")
     cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, path=str(data)))
@@ -233,6 +275,30 @@ def graph_gains(results: dict[str, dict[int, dict[str, Any]]]) -> list[tuple[Any
     return rows
 
 
+def validation_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """Per world and atft variant: validation IC@1d / IC@5d at the best epoch, mean over seeds
+    (per seed); the split every architecture choice is made on. Also the FAN/SAN branch's effect."""
+    rows: list[tuple[Any, ...]] = []
+    for world, per_seed in results.items():
+        for name in ATFT_VARIANTS:
+            seeds = sorted(s for s, r in per_seed.items() if "val_ic" in r["facts"].get(name, {}))
+            if not seeds:
+                continue
+            cells: list[Any] = [world, f"{name} [{len(seeds)}]"]
+            for key in KEYS:
+                vals = [float(per_seed[s]["facts"][name]["val_ic"][key] or np.nan) for s in seeds]
+                cells.append(f"{np.mean(vals):.4f} ({' '.join(f'{v:.4f}' for v in vals)})")
+            an = [per_seed[s]["facts"][name].get("adaptive_norm") or {} for s in seeds]
+            cells.append(" ".join(f"{a['branch / sequence']:.3f}/{a['output change / spread']:.3f}"
+                                  for a in an if a) or "-")
+            rows.append(tuple(cells))
+    return rows
+
+
+VAL_HEADER = ["world", "contender [seeds]", "val IC@1d (best epoch)", "val IC@5d",
+              "FAN/SAN branch / sequence RMS / output change per spread, per seed"]
+
+
 QUICK = {"worlds": ["sector", "supply-chain"], "seeds": [7011], "stocks": 100, "dates": 320, "epochs": 1}
 
 
@@ -253,7 +319,8 @@ def family_main(args: Any) -> int:
     out_dir = Path(tempfile.mkdtemp(prefix="atft_family_"))
     print(machine_line())
     print(f"worlds {args.worlds}; panel seeds {args.seeds}; {args.stocks} stocks x {args.dates} days; "
-          f"{args.epochs} epochs (best epoch on validation); training seed 0; test split read once")
+          f"at most {args.epochs} epochs (best epoch on validation IC@1d, early stopping patience "
+          f"{getattr(args, 'patience', 0) or 'off'}); training seed 0; test split read once")
     results: dict[str, dict[int, dict[str, Any]]] = {}
     t0 = time.perf_counter()
     for world in args.worlds:
@@ -268,13 +335,15 @@ def family_main(args: Any) -> int:
                    summarize(results, args.contenders)))
     print("\ngraph gain @1d: atft - atft graph bypassed vs linear graph gain: ridge own+nbr - ridge own (pooled t)")
     print(md_table(["world", "atft graph gain", "linear graph gain"], graph_gains(results)))
+    print("\nvalidation split (where architecture choices are made)")
+    print(md_table(VAL_HEADER, validation_rows(results)))
     print(f"total {time.perf_counter() - t0:.0f} s; load {_load()}")
     return 0
 
 
 def to_json(results: dict[str, dict[int, dict[str, Any]]], args: Any) -> dict[str, Any]:
     """Scores, facts and daily IC series (dates as day numbers) of every panel, and the run's settings."""
-    return {"settings": {k: getattr(args, k) for k in ("stocks", "dates", "epochs", "seeds", "worlds")},
+    return {"settings": {k: getattr(args, k, None) for k in ("stocks", "dates", "epochs", "patience", "seeds", "worlds")},
             "results": {w: {str(s): {"facts": r["facts"], "scores": r["scores"],
                                      "daily": {n: {k: {"dates": [int(d) for d in ic.dates],
                                                        "values": [float(v) for v in ic.values]}
@@ -303,6 +372,8 @@ def print_tables(results: dict[str, dict[int, dict[str, Any]]]) -> None:
         print(md_table(["world", "contender", "IC@1d / oracle", "IC@5d / oracle", "atft - it @1d", "atft - it @5d"],
                        summarize({world: per_seed}, names)))
     print(md_table(["world", "atft graph gain", "linear graph gain"], graph_gains(results)))
+    print("\nvalidation split (where architecture choices are made)")
+    print(md_table(VAL_HEADER, validation_rows(results)))
 
 
 def _load() -> str:

@@ -52,3 +52,31 @@ def test_neighbour_means_use_no_later_data(tmp_path: Path) -> None:
     later_a, _ = _design_at(path, day + 1)
     later_b, _ = _design_at(path_b, day + 1)
     assert not np.array_equal(later_a, later_b)  # the planted change is visible one day later
+
+
+def test_adaptive_norm_effect_measures_the_branch_and_reads_zero_when_it_is_off(tmp_path: Path) -> None:
+    """The FAN/SAN figure of the family bench: 0 with the gate ``norm_scale`` at 0 (the branch
+    adds nothing), > 0 once the gate is open; the output change grows with the gate."""
+    import torch
+
+    from atft.model.atft_gat_fan import ATFT_GAT_FAN
+    from atft.train.checkpoint import save_checkpoint
+
+    params = SynthParams(stocks=40, days=200, features=6, informative=3, sectors=8, seed=5)
+    path = write_panel(tmp_path / "p.parquet", generate(params, (1, 5, 10, 20)))
+    cfg = load("smoke", [f"data.path={path}", "graph.lookback=40"], apply_env=False)
+    prep = prepare(cfg, str(path))
+    torch.manual_seed(0)
+    model = ATFT_GAT_FAN.from_config(cfg, prep.num_features)
+    figures = []
+    for gate in (0.0, 0.05, 0.5):
+        with torch.no_grad():
+            model.norm_scale.fill_(gate)
+        ck = tmp_path / f"g{gate}.pt"
+        save_checkpoint(ck, model, cfg, prep.normalizer)
+        figures.append(family.adaptive_norm_effect(ck, prep))
+    off, small, large = figures
+    assert off["branch / sequence"] == 0.0 and off["output change / spread"] == 0.0
+    assert 0.0 < small["branch / sequence"] < large["branch / sequence"]
+    assert 0.0 < small["output change / spread"] < large["output change / spread"]
+    assert large["|norm_scale|"] == pytest.approx(0.5)
