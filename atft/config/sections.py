@@ -76,7 +76,7 @@ class ModelConfig:
     lstm_layers: int = 1  # layers of the TFT encoder's LSTM
     attention_heads: int = 4  # heads of the TFT self-attention
     dropout: float = 0.1  # dropout inside GRNs, LSTM output and attention
-    adaptive_norm: bool = True  # FAN + SAN on the temporal sequence; env BYPASS_ADAPTIVE_NORM=1 sets False
+    adaptive_norm: bool = True  # FAN + SAN on the temporal sequence (optional: measured near-inert at T=5, docs/decisions.md); env BYPASS_ADAPTIVE_NORM=1 sets False
     fan_top_k: int = 3  # FAN: dominant frequencies removed per sequence
     san_slice_len: int = 5  # SAN: slice length in days
     use_gat: bool = True  # graph path on; env BYPASS_GAT_COMPLETELY=1 sets False

@@ -21,6 +21,12 @@ shorter), and every slice is normalized by its own statistics::
     SAN(x)[t] = gamma * (x[t] - mean_s(t)) / sqrt(var_s(t) + eps) + beta
 
 ``gamma, beta`` are ``[H]`` learnable vectors in both blocks.
+
+Optional (``model.adaptive_norm``). Measured across the family of synthetic markets (issue 16,
+docs/decisions.md): at T = 5 the trained branch is 3-7 % of the sequence's RMS and moves the
+forecast by 1-3 % of its spread; dropping it moved validation IC@1d by <= 0.0003 on every world.
+Both blocks remove each series' level over the window, where a persistent feature's signal is;
+they are built for long, non-stationary windows (T = 20 in the production config).
 """
 
 from __future__ import annotations
