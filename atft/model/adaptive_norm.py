@@ -23,7 +23,7 @@ shorter), and every slice is normalized by its own statistics::
 ``gamma, beta`` are ``[H]`` learnable vectors in both blocks.
 
 Optional (``model.adaptive_norm``). Measured across the family of synthetic markets (issue 16,
-docs/decisions.md): at T = 5 the trained branch is 3-7 % of the sequence's RMS and moves the
+docs/decisions.md): at T = 5 the trained branch is 3-10 % of the sequence's RMS and moves the
 forecast by 1-3 % of its spread; dropping it moved validation IC@1d by <= 0.0003 on every world.
 Both blocks remove each series' level over the window, where a persistent feature's signal is;
 they are built for long, non-stationary windows (T = 20 in the production config).
