@@ -286,7 +286,8 @@ def validation_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[tuple
                 continue
             cells: list[Any] = [world, f"{name} [{len(seeds)}]"]
             for key in KEYS:
-                vals = [float(per_seed[s]["facts"][name]["val_ic"][key] or np.nan) for s in seeds]
+                raw = [per_seed[s]["facts"][name]["val_ic"][key] for s in seeds]
+                vals = [np.nan if v is None else float(v) for v in raw]  # None: no validation IC that epoch
                 cells.append(f"{np.mean(vals):.4f} ({' '.join(f'{v:.4f}' for v in vals)})")
             an = [per_seed[s]["facts"][name].get("adaptive_norm") or {} for s in seeds]
             cells.append(" ".join(f"{a['branch / sequence']:.3f}/{a['output change / spread']:.3f}"

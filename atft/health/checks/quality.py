@@ -4,7 +4,8 @@ Each gate reads a real training run of atft's model on the data under test (the 
 ``fit_10ep`` resources: ``atft.train.fit.fit`` at the configured settings); on a synthetic panel
 the 10-epoch gate also requires IC@1d >= ``health.oracle_fraction`` x the oracle's IC on the same
 test rows. On the embedded default the gates train on the panel of ``health.gate_seed``, a seed
-no default was tuned on (``gate_dataset``), not on the smoke checks' panel. The planted faults are runs that learnt nothing (constant predictions) or overfit.
+no default was tuned on (``gate_dataset``), not on the smoke checks' panel. The planted faults are
+runs that learnt nothing (constant predictions) or overfit.
 """
 
 from __future__ import annotations
