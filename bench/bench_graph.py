@@ -10,7 +10,9 @@ count, best of ``--repeats`` interleaved runs (default 5; quick 2). The scaling 
 time on N.
 
 The configured default ``GraphConfig`` (lookback 250, market-model residual, rank by rho,
-threshold 0.1) is timed too, on a window of its own lookback at 1 thread.
+threshold 0.1, ``sector_k`` same-sector peers) is timed too, on a window of its own lookback at 1
+thread, and beside it the same without sector peers (``sector_k=0``): their same-run ratio is the
+cost of the sector edges.
 
 Baseline: the straightforward implementation, a Python loop over the N(N-1)/2 pairs with
 ``np.corrcoef`` on each pair's common observations, then the same top-k / threshold / union
@@ -23,6 +25,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +100,11 @@ def main() -> None:
     print(machine_line())
     # num_threads=0: this benchmark sets torch's threads itself (the builder would pin 1 otherwise)
     gb = GraphBuilder(lookback=LOOKBACK, min_obs=40, top_k=20, threshold=0.3, residual="none", rank_by="abs",
-                      num_threads=0)  # raw |rho|
+                      num_threads=0, sector_k=0)  # raw |rho|, as the loop
     # the configured default (GraphConfig: lookback 250, market-model residual, positive rho, 0.1)
     gcfg = GraphConfig(num_threads=0)
     gb_res = GraphBuilder.from_config(gcfg)
+    gb_nosec = GraphBuilder.from_config(replace(gcfg, sector_k=0))
 
     r, sec, mkt = window(n_loop)
     t0 = time.perf_counter()
@@ -118,24 +123,27 @@ def main() -> None:
         r, sec, mkt = window(n)
         r_cfg, sec_cfg, mkt_cfg = window(n, lookback=gcfg.lookback)
         fns = []
-        def run_res(r: np.ndarray = r_cfg, sec: np.ndarray = sec_cfg, mkt: np.ndarray = mkt_cfg) -> None:
+        def run_res(r: np.ndarray = r_cfg, sec: np.ndarray = sec_cfg, mkt: np.ndarray = mkt_cfg,
+                    b: GraphBuilder = gb_res) -> None:
             torch.set_num_threads(1)
-            gb_res.build(r, sec, mkt)
+            b.build(r, sec, mkt)
+        run_nosec = partial(run_res, b=gb_nosec)
         for th in times:
             def run(th: int = th, r: np.ndarray = r, sec: np.ndarray = sec, mkt: np.ndarray = mkt) -> None:
                 torch.set_num_threads(th)
                 gb.build(r, sec, mkt)
             fns.append(run)
-        *best, res_s = best_of([*fns, run_res], args.repeats)
+        *best, res_s, nosec_s = best_of([*fns, run_res, run_nosec], args.repeats)
         torch.set_num_threads(default_threads)
         edges = gb.build(r, sec, mkt)[0].shape[1]
         for th, b in zip(times, best, strict=True):
             times[th].append(b)
         extrap = loop_s * (n / n_loop) ** 2
-        rows.append((n, edges, *best, res_s, extrap, extrap / min(best)))
+        rows.append((n, edges, *best, res_s, f"{nosec_s:.4f} (x{res_s / nosec_s:.2f})", extrap, extrap / min(best)))
     print()
     hdr = ["N", "edges", "GraphBuilder s (1 thread)", f"GraphBuilder s ({default_threads} threads)",
-           f"configured default (L={gcfg.lookback}, residual={gcfg.residual}, rank_by={gcfg.rank_by}) s (1 thread)",
+           f"configured default (L={gcfg.lookback}, residual={gcfg.residual}, rank_by={gcfg.rank_by}, "
+           f"sector_k={gcfg.sector_k}) s (1 thread)", "same, sector_k=0 s (configured / it)",
            f"per-pair loop s (EXTRAPOLATED from N={n_loop} by N^2)", "loop (extrapolated) / best GraphBuilder"]
     print(md_table(hdr, rows))
     for th, ts in times.items():

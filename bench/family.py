@@ -191,14 +191,15 @@ def adaptive_norm_effect(checkpoint: Path, prepared: Prepared) -> dict[str, floa
 def run_panel(world: str, seed: int, args: Any, out_dir: Path,
               log: Callable[[str], None]) -> dict[str, Any]:
     """Every contender on one panel: per contender and key the IC, oracle IC, ratio, daily IC."""
-    base = load("default", [], apply_env=False)
+    extra = list(getattr(args, "overrides", None) or [])  # e.g. graph.sector_k=8: every contender's config
+    base = load("default", extra, apply_env=False)
     data = world_panel(world, seed, args.stocks, args.dates, out_dir, base)
     frames: dict[str, pl.DataFrame] = {}
     facts: dict[str, Any] = {}
     for name in args.contenders:
         if name in ATFT_VARIANTS:
             config, ov = ATFT_VARIANTS[name]
-            frames[name], facts[name] = fit_variant(config, [*ov, f"train.patience={args.patience}"], data,
+            frames[name], facts[name] = fit_variant(config, [*extra, *ov, f"train.patience={args.patience}"], data,
                                                     out_dir, name, args.epochs, batch_for(args.stocks))
             log(f"  {world} seed {seed}: {name} best epoch {facts[name]['best_epoch']} "
                 f"({facts[name]['seconds']:.0f} s)")
@@ -344,7 +345,8 @@ def family_main(args: Any) -> int:
 
 def to_json(results: dict[str, dict[int, dict[str, Any]]], args: Any) -> dict[str, Any]:
     """Scores, facts and daily IC series (dates as day numbers) of every panel, and the run's settings."""
-    return {"settings": {k: getattr(args, k, None) for k in ("stocks", "dates", "epochs", "patience", "seeds", "worlds")},
+    return {"settings": {k: getattr(args, k, None)
+                         for k in ("stocks", "dates", "epochs", "patience", "seeds", "worlds", "overrides")},
             "results": {w: {str(s): {"facts": r["facts"], "scores": r["scores"],
                                      "daily": {n: {k: {"dates": [int(d) for d in ic.dates],
                                                        "values": [float(v) for v in ic.values]}
@@ -353,7 +355,8 @@ def to_json(results: dict[str, dict[int, dict[str, Any]]], args: Any) -> dict[st
 
 
 def from_json(files: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
-    """Merge saved runs (``--json``) into one results dict; contenders missing on a panel are dropped there."""
+    """Merge saved runs (``--json``) into one results dict, per panel and contender: a contender of a
+    panel in a later file replaces the same contender of an earlier one, others are kept."""
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for f in files:
         for w, ps in json.loads(Path(f).read_text())["results"].items():
@@ -361,7 +364,9 @@ def from_json(files: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
                 daily_ = {n: {k: DailyIC(np.array(v["dates"]), np.array(v["values"], dtype=np.float64),
                                          np.zeros(len(v["dates"]), dtype=np.int64), 0)
                               for k, v in per.items()} for n, per in r["daily"].items()}
-                results.setdefault(w, {})[int(s)] = {"facts": r["facts"], "scores": r["scores"], "daily": daily_}
+                panel = results.setdefault(w, {}).setdefault(int(s), {"facts": {}, "scores": {}, "daily": {}})
+                for part, new in (("facts", r["facts"]), ("scores", r["scores"]), ("daily", daily_)):
+                    panel[part].update(new)
     return results
 
 

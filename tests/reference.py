@@ -14,7 +14,7 @@ from atft.graph.builder import ROW_CHUNK, GraphBuilder, _corr_rows, _prepare
 from atft.model.gat import GraphAttentionEncoder
 from atft.model.vsn import VariableSelectionNetwork
 
-RAW_GRAPH = {"threshold": 0.3, "residual": "none", "rank_by": "abs"}  # the raw |rho| graph of the graph tests
+RAW_GRAPH = {"threshold": 0.3, "residual": "none", "rank_by": "abs", "sector_k": 0}  # the raw |rho| graph of the graph tests
 
 
 def raw_builder(**kw: object) -> GraphBuilder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -80,3 +81,24 @@ def test_adaptive_norm_effect_measures_the_branch_and_reads_zero_when_it_is_off(
     assert 0.0 < small["branch / sequence"] < large["branch / sequence"]
     assert 0.0 < small["output change / spread"] < large["output change / spread"]
     assert large["|norm_scale|"] == pytest.approx(0.5)
+
+
+def test_saved_runs_merge_per_contender_later_files_winning(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from atft.eval.metrics import DailyIC
+
+    def panel(ic: float, names: list[str]) -> dict[str, object]:
+        daily = DailyIC(np.arange(3), np.full(3, ic), np.zeros(3, dtype=np.int64), 0)
+        return {"facts": {n: {"best_epoch": 1} for n in names},
+                "scores": {n: {"horizon_1d": {"ic": ic, "oracle_ic": 0.1, "ratio": ic / 0.1}} for n in names},
+                "daily": {n: {"horizon_1d": daily} for n in names}}
+
+    args = SimpleNamespace(stocks=10, dates=20, epochs=1, patience=0, seeds=[5], worlds=["sector"], overrides=[])
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(family.to_json({"sector": {5: panel(0.05, ["atft", "ridge own"])}}, args)))
+    new.write_text(json.dumps(family.to_json({"sector": {5: panel(0.07, ["atft"])}}, args)))
+    merged = family.from_json([str(old), str(new)])["sector"][5]
+    assert merged["scores"]["atft"]["horizon_1d"]["ic"] == 0.07  # the later file's run
+    assert merged["scores"]["ridge own"]["horizon_1d"]["ic"] == 0.05  # kept from the earlier file
+    assert set(merged["daily"]) == {"atft", "ridge own"}

@@ -182,11 +182,41 @@ def test_cache_is_bounded_lru() -> None:
 def test_from_config_and_bad_parameters() -> None:
     b = GraphBuilder.from_config(GraphConfig(lookback=30, min_obs=20, top_k=7, threshold=0.4, cache_size=3,
                                              residual="beta", rank_by="rho"))
-    assert b.params == (30, 20, 7, 0.4, "beta", "rho") and b.cache_size == 3
+    assert b.params == (30, 20, 7, 0.4, "beta", "rho", 8) and b.cache_size == 3
     with pytest.raises(InputError, match="min_obs=50 exceeds graph.lookback=30"):
         GraphBuilder(lookback=30, min_obs=50)
     with pytest.raises(InputError, match="Fix"):
         GraphBuilder(top_k=0)
+    with pytest.raises(InputError, match="sector_k=-1"):
+        GraphBuilder(sector_k=-1)
+
+
+def test_sector_k_adds_the_most_correlated_same_sector_peers_to_the_top_k() -> None:
+    r, g = block_returns(num_dates=60, groups=3, per_group=6, seed=8)
+    sector = np.arange(18) % 6  # listed sectors cut across the correlation blocks
+    base = raw_builder(lookback=60, min_obs=40, top_k=2, threshold=0.3, cache_size=0)
+    with_sector = raw_builder(lookback=60, min_obs=40, top_k=2, threshold=0.3, cache_size=0, sector_k=2)
+    ei0, _ = base.build(r, sector, g)
+    ei, ea = with_sector.build(r, sector, g)
+    ref = loop_corr(r, min_obs=40)
+    want = set(edge_set(ei0))
+    for i in range(18):
+        peers = [j for j in range(18) if j != i and sector[j] == sector[i]]
+        for j in sorted(peers, key=lambda j: -ref[i, j])[:2]:  # most correlated first, no threshold
+            want |= {(i, j), (j, i)}
+    assert edge_set(ei) == want and edge_set(ei0) < want
+    np.testing.assert_allclose(ea[:, 0].numpy(), ref[ei[0].numpy(), ei[1].numpy()], atol=1e-5)
+    np.testing.assert_array_equal(ea[:, 1].numpy(), (sector[ei[0].numpy()] == sector[ei[1].numpy()]).astype(np.float32))
+    assert with_sector.params != base.params  # part of the cache key
+
+
+def test_sector_k_without_enough_history_or_sectors() -> None:
+    b = raw_builder(lookback=10, min_obs=5, top_k=2, sector_k=8, cache_size=0)
+    r = np.full((3, 4), np.nan)  # too short for any correlation: the sector peers alone, rho 0
+    ei, ea = b.build(r, np.array([0, 0, 1, -1]), np.zeros(4, np.int64))
+    assert edge_set(ei) == {(0, 1), (1, 0)} and (ea[:, 0] == 0).all() and (ea[:, 1] == 1).all()
+    ei, _ = b.build(r, np.full(4, -1), np.zeros(4, np.int64))  # no sector known: nothing to add
+    assert ei.shape == (2, 0)
 
 
 def market_block_returns(seed: int = 7, beta_range: tuple[float, float] = (0.5, 1.5)) -> tuple[np.ndarray, np.ndarray]:

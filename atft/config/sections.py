@@ -58,6 +58,7 @@ class GraphConfig:
     min_obs: int = 40  # minimum overlapping observations for a pair's correlation
     top_k: int = 20  # neighbours kept per stock by the rank_by score (before the symmetric union)
     threshold: float = 0.1  # minimum score (rho, or |rho| with rank_by=abs) for an edge
+    sector_k: int = 8  # same-sector neighbours kept per stock besides top_k (most correlated first, no threshold; needs data.sector_col); 0 = none. Why 8: docs/decisions.md 2026-12-03 (third session)
     residual: str = "beta"  # market move removed before correlating: "none" | "demean" | "beta" (market-model residual)
     rank_by: str = "rho"  # neighbour score: "rho" (positive co-movement) | "abs" (|rho|); threshold applies to it
     return_column: str = ""  # backward 1-day return column; "" = the 1-day target lagged by one day

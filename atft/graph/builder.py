@@ -4,8 +4,10 @@ For date d the window is ``panel.returns[d - lookback + 1 .. d]``: backward 1-da
 by d (the 1-day target lagged by one date), never a later row -- no look-ahead. Pairwise-complete
 Pearson correlations come from matrix products of the NaN mask and the zero-filled returns (no
 loop over stocks), optionally of market-residual returns (``residual``); each stock keeps its
-``top_k`` neighbours by ``rho`` (or ``|rho|``, ``rank_by``) above ``threshold``, the edge set is
-made symmetric (union), without self loops. Graphs are cached in a bounded LRU keyed by (date
+``top_k`` neighbours by ``rho`` (or ``|rho|``, ``rank_by``) above ``threshold`` and, with
+``sector_k``, its ``sector_k`` most correlated same-sector stocks as well (whatever their ``rho``:
+the peers a quant lists by industry code, e.g. J-Quants Sector33); the edge set is made symmetric
+(union), without self loops. Graphs are cached in a bounded LRU keyed by (date
 index, date, the batch's stock rows and codes, parameters). A builder may be used from the loader's
 prefetch thread and the main thread at once: the cache is guarded by a lock (a graph itself is
 built outside it).
@@ -124,6 +126,9 @@ class GraphBuilder:
         cache_size: graphs kept in the LRU cache; 0 disables caching.
         cache_bytes: memory bound of the cache as well (a 4,000-stock graph holds ~120k edges,
             ~3.4 MB); least recently used graphs are evicted past either bound.
+        sector_k: same-sector neighbours kept per stock besides the ``top_k`` (the most correlated
+            first, no threshold, ``rho`` 0 where undefined); 0 = none. Stocks of unknown sector
+            (-1) get none.
         residual: "none" | "demean" | "beta": which market move is removed from the returns
             before correlating (see ``_prepare``).
         rank_by: "rho" keeps the most positively correlated neighbours (co-movement peers);
@@ -140,12 +145,14 @@ class GraphBuilder:
     def __init__(self, *, lookback: int = GraphConfig.lookback, min_obs: int = GraphConfig.min_obs,
                  top_k: int = GraphConfig.top_k, threshold: float = GraphConfig.threshold,
                  cache_size: int = GraphConfig.cache_size, cache_bytes: int = 2 * 2**30,
-                 residual: str = GraphConfig.residual, rank_by: str = GraphConfig.rank_by,
+                 sector_k: int = GraphConfig.sector_k, residual: str = GraphConfig.residual, rank_by: str = GraphConfig.rank_by,
                  num_threads: int = GraphConfig.num_threads) -> None:
-        if lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0:
+        if (lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0
+                or sector_k < 0):
             raise InputError(f"bad graph parameters lookback={lookback} min_obs={min_obs} top_k={top_k} "
-                             f"threshold={threshold} cache_size={cache_size}. Fix: lookback, min_obs >= 2, "
-                             "top_k >= 1, 0 <= threshold < 1, cache_size >= 0 (see GraphConfig).")
+                             f"threshold={threshold} cache_size={cache_size} sector_k={sector_k}. Fix: lookback, "
+                             "min_obs >= 2, top_k >= 1, 0 <= threshold < 1, cache_size >= 0, sector_k >= 0 "
+                             "(see GraphConfig).")
         if residual not in RESIDUALS or rank_by not in RANKINGS:
             raise InputError(f"graph.residual='{residual}' / graph.rank_by='{rank_by}' unknown. Fix: residual "
                              f"one of {RESIDUALS}, rank_by one of {RANKINGS} (see GraphConfig).")
@@ -158,6 +165,7 @@ class GraphBuilder:
         self.threshold = float(threshold)
         self.cache_size = int(cache_size)
         self.cache_bytes = int(cache_bytes)
+        self.sector_k = int(sector_k)
         self.residual = str(residual)
         self.rank_by = str(rank_by)
         self.num_threads = max(0, int(num_threads))
@@ -172,11 +180,11 @@ class GraphBuilder:
         """From ``cfg.graph`` (a ``GraphConfig``)."""
         return cls(lookback=int(gcfg.lookback), min_obs=int(gcfg.min_obs), top_k=int(gcfg.top_k),
                    threshold=float(gcfg.threshold), cache_size=int(gcfg.cache_size),
-                   residual=str(gcfg.residual), rank_by=str(gcfg.rank_by), num_threads=int(gcfg.num_threads))
+                   sector_k=int(gcfg.sector_k), residual=str(gcfg.residual), rank_by=str(gcfg.rank_by), num_threads=int(gcfg.num_threads))
 
     @property
-    def params(self) -> tuple[int, int, int, float, str, str]:
-        return (self.lookback, self.min_obs, self.top_k, self.threshold, self.residual, self.rank_by)
+    def params(self) -> tuple[int, int, int, float, str, str, int]:
+        return (self.lookback, self.min_obs, self.top_k, self.threshold, self.residual, self.rank_by, self.sector_k)
 
     def build(self, returns_window: np.ndarray, sector: np.ndarray, market: np.ndarray) -> Graph:
         """Correlation graph of the window's stocks (torch limited to ``num_threads`` meanwhile).
@@ -197,7 +205,9 @@ class GraphBuilder:
 
     def _build(self, returns_window: np.ndarray, sector: np.ndarray, market: np.ndarray) -> Graph:
         num_n = returns_window.shape[1]
-        if num_n < 2 or returns_window.shape[0] < self.min_obs:
+        sec = torch.from_numpy(np.asarray(sector, dtype=np.int64))
+        by_sector = self.sector_k > 0 and bool((sec >= 0).any())
+        if num_n < 2 or (returns_window.shape[0] < self.min_obs and not by_sector):
             return empty_graph()
         m, x, x2 = _prepare(returns_window, self.residual)
         k = min(self.top_k, num_n - 1)
@@ -205,9 +215,10 @@ class GraphBuilder:
         for r0 in range(0, num_n, ROW_CHUNK):  # row blocks: no [N, N] matrix is ever held
             r1 = min(r0 + ROW_CHUNK, num_n)
             rho, n = _corr_rows(m, x, x2, r0, r1)  # [c, N]
-            score = rho.abs() if self.rank_by == "abs" else rho.clone()
-            bad = (n < self.min_obs) | ~(score > self.threshold)  # NaN rho fails the comparison
+            rho.masked_fill_(n < self.min_obs, float("nan"))  # too few overlapping dates: undefined
             local = torch.arange(r1 - r0)
+            score = rho.abs() if self.rank_by == "abs" else rho.clone()
+            bad = ~(score > self.threshold)  # NaN rho fails the comparison
             bad[local, local + r0] = True  # no self loops
             score.masked_fill_(bad, -1.0)
             top_val, top_idx = torch.topk(score, k, dim=1)  # [c, k]
@@ -215,6 +226,16 @@ class GraphBuilder:
             src_l.append((local + r0).unsqueeze(1).expand(-1, k)[keep])
             dst_l.append(top_idx[keep])
             rho_l.append(rho.gather(1, top_idx)[keep])
+            if by_sector:  # the sector_k most correlated same-sector stocks, whatever their rho
+                same = (sec[r0:r1, None] == sec[None, :]) & (sec[r0:r1, None] >= 0)  # [c, N]
+                same[local, local + r0] = False
+                s_score = torch.where(same, torch.nan_to_num(rho, nan=-2.0), torch.tensor(-3.0))
+                ks = min(self.sector_k, num_n - 1)
+                s_val, s_idx = torch.topk(s_score, ks, dim=1)  # [c, ks]
+                s_keep = s_val > -3.0
+                src_l.append((local + r0).unsqueeze(1).expand(-1, ks)[s_keep])
+                dst_l.append(s_idx[s_keep])
+                rho_l.append(torch.nan_to_num(rho.gather(1, s_idx)[s_keep], nan=0.0))
         src, dst, w = torch.cat(src_l), torch.cat(dst_l), torch.cat(rho_l)
         if src.numel() == 0:
             return empty_graph()
@@ -223,7 +244,6 @@ class GraphBuilder:
         pair, first = _unique_first(lo * num_n + hi)
         lo, hi, w = pair // num_n, pair % num_n, w[first]
         src, dst, w = torch.cat([lo, hi]), torch.cat([hi, lo]), torch.cat([w, w])
-        sec = torch.from_numpy(np.asarray(sector, dtype=np.int64))
         mkt = torch.from_numpy(np.asarray(market, dtype=np.int64))
         same_sec = (sec[src] == sec[dst]) & (sec[src] >= 0)
         same_mkt = (mkt[src] == mkt[dst]) & (mkt[src] >= 0)
