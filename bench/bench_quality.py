@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, md_table  # noqa: E402
 
 from atft.config import Config, load  # noqa: E402
+from atft.data.loader import GraphSource  # noqa: E402
 from atft.data.pipeline import Prepared  # noqa: E402
 from atft.eval.inference import paired_ic_tstat  # noqa: E402
 from atft.eval.metrics import DailyIC, per_date_ic  # noqa: E402
@@ -153,13 +154,14 @@ def oracle_power(cfg: Config, data_seed: int) -> dict[str, float]:
             "mean_diff": t.mean_diff, "t": t.t, "n_dates": t.n_dates}
 
 
-def neighbour_design(prepared: Prepared, graph: str) -> Design:
+def neighbour_design(prepared: Prepared, graph: str, builder: GraphSource | None = None) -> Design:
     """Own last-day features next to their mean over a date's graph neighbours: ``[n, 2F]``.
 
-    ``graph``: "configured" (the run's correlation graph, ``prepared.graph_builder``) or
-    "sector" (every listed same-sector stock: the planted peer set).
+    ``graph``: "configured" (the run's correlation graph, ``prepared.graph_builder``, or
+    ``builder`` when given) or "sector" (every listed same-sector stock: the planted peer set).
     """
-    x, panel, builder = prepared.normalized.features, prepared.panel, prepared.graph_builder
+    x, panel = prepared.normalized.features, prepared.panel
+    builder = builder if builder is not None else prepared.graph_builder
 
     def inputs(d: int, rows: np.ndarray) -> np.ndarray:
         xd = x[d, rows].astype(np.float64)  # [n, F]

@@ -9,11 +9,13 @@ independent draws). Choices are made on the validation split only (LightGBM's nu
 the test split is read once, for the table.
 
 Contenders (``CONTENDERS``): atft (the gated default); atft with the graph path bypassed
-(``model.use_gat=false``); without ``graph_skip``; without ``linear_skip``; the production blocks at
+(``model.use_gat=false``); without ``graph_skip``; without ``linear_skip``; without FAN/SAN; without
+the sector peers of the graph (``graph.sector_k=0``); the production blocks at
 small size (``configs/production.yaml`` with width 16, T=5, fp32); ridge on own last-day features;
 ridge on own + neighbour means; LightGBM on own + neighbour means. "Neighbour means" = the mean of
-the normalized last-day features over the date's configured correlation-graph neighbours (built
-from returns before the date) and over the date's listed same-sector stocks: ``[n, 3F]``.
+the normalized last-day features over the date's correlation-graph neighbours (the configured
+graph without sector peers, built from returns before the date) and over the date's listed
+same-sector stocks: ``[n, 3F]``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from bench_quality import (  # bench/ is on sys.path
 )
 from common import machine_line, md_table
 
-from atft.config import Config, load
+from atft.config import Config, GraphConfig, load
 from atft.data.pipeline import Prepared
 from atft.eval.inference import paired_ic_tstat
 from atft.eval.metrics import DailyIC
+from atft.graph.builder import GraphBuilder
 from atft.horizons import Horizons
 from atft.synth.cache import truth_path, write_panel
 from atft.synth.generator import SynthParams, generate
@@ -57,6 +60,7 @@ ATFT_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "atft no graph_skip": ("default", ["model.graph_skip=false"]),
     "atft no linear_skip": ("default", ["model.linear_skip=false"]),
     "atft no FAN/SAN": ("default", ["model.adaptive_norm=false"]),
+    "atft no sector peers": ("default", ["graph.sector_k=0"]),
     "atft production blocks (small)": ("production", ["model.num_features=0", "model.hidden_size=16",
                                                       "data.sequence_length=5", "train.bf16=false"]),
 }
@@ -70,13 +74,17 @@ LGBM_ROUNDS, LGBM_PATIENCE = 1000, 50
 KEYS = ("horizon_1d", "horizon_5d")
 
 
-def own_and_neighbour_design(prepared: Prepared) -> Design:
-    """Own features, configured-graph neighbour mean, same-sector mean of a date's rows: ``[n, 3F]``.
+def own_and_neighbour_design(prepared: Prepared, graph_cfg: GraphConfig) -> Design:
+    """Own features, correlation-neighbour mean, same-sector mean of a date's rows: ``[n, 3F]``.
 
-    Uses only the date's features and the graph of returns before the date (``GraphBuilder``):
+    The correlation neighbours are ``graph_cfg``'s without sector peers (``sector_k=0``): the
+    same-sector mean is an input of its own, so the peers' design does not move with
+    ``graph.sector_k`` (the benchmark stays fixed while atft's graph changes). Uses only the
+    date's features and the graph of returns before the date (``GraphBuilder``):
     ``tests/test_bench_family.py`` checks that changing later dates changes nothing.
     """
-    graph = neighbour_design(prepared, "configured")
+    correlation = GraphBuilder.from_config(replace(graph_cfg, sector_k=0))
+    graph = neighbour_design(prepared, "configured", builder=correlation)
     sector = neighbour_design(prepared, "sector")
     nf = prepared.normalized.features.shape[2]
     return lambda d, rows: np.concatenate([graph(d, rows), sector(d, rows)[:, nf:]], axis=1)
@@ -205,7 +213,7 @@ def run_panel(world: str, seed: int, args: Any, out_dir: Path,
                 f"({facts[name]['seconds']:.0f} s)")
     cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, path=str(data)))
     prep = prepare(cfg, str(data))
-    design = own_and_neighbour_design(prep)
+    design = own_and_neighbour_design(prep, cfg.graph)
     t0 = time.perf_counter()
     if "ridge own" in args.contenders:
         frames["ridge own"] = ridge_predictions(prep, "test")

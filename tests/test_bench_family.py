@@ -24,7 +24,7 @@ def _design_at(path: Path, day: int) -> tuple[np.ndarray, np.ndarray]:
     cfg = load("default", [f"data.path={path}", "graph.lookback=60", "train.num_threads=1"], apply_env=False)
     prep = prepare(cfg, str(path))
     rows = np.flatnonzero(prep.panel.valid[day])
-    return family.own_and_neighbour_design(prep)(day, rows), rows
+    return family.own_and_neighbour_design(prep, cfg.graph)(day, rows), rows
 
 
 def test_neighbour_means_use_no_later_data(tmp_path: Path) -> None:
@@ -53,6 +53,23 @@ def test_neighbour_means_use_no_later_data(tmp_path: Path) -> None:
     later_a, _ = _design_at(path, day + 1)
     later_b, _ = _design_at(path_b, day + 1)
     assert not np.array_equal(later_a, later_b)  # the planted change is visible one day later
+
+
+
+def test_peer_design_does_not_move_with_the_sector_peers_of_atfts_graph(tmp_path: Path) -> None:
+    """The peers' correlation-neighbour mean is the graph without sector peers, whatever
+    ``graph.sector_k`` atft trains with (the sector mean is an input of its own)."""
+    res = generate(SynthParams(stocks=60, days=260, features=6, informative=3, sectors=12, seed=22), (1, 5, 10, 20))
+    path = write_panel(tmp_path / "a.parquet", res)
+    cfg = load("default", [f"data.path={path}", "graph.lookback=60", "train.num_threads=1"], apply_env=False)
+    prep = prepare(cfg, str(path))
+    rows = np.flatnonzero(prep.panel.valid[200])
+    with_peers = family.own_and_neighbour_design(prep, replace(cfg.graph, sector_k=8))(200, rows)
+    without = family.own_and_neighbour_design(prep, replace(cfg.graph, sector_k=0))(200, rows)
+    np.testing.assert_array_equal(with_peers, without)
+    sector_graph = family.GraphBuilder.from_config(replace(cfg.graph, sector_k=8)).for_date(prep.panel, 200, rows)
+    correlation = family.GraphBuilder.from_config(replace(cfg.graph, sector_k=0)).for_date(prep.panel, 200, rows)
+    assert sector_graph[0].shape[1] > correlation[0].shape[1]  # the sector peers would have changed it
 
 
 def test_adaptive_norm_effect_measures_the_branch_and_reads_zero_when_it_is_off(tmp_path: Path) -> None:
