@@ -55,7 +55,6 @@ def test_neighbour_means_use_no_later_data(tmp_path: Path) -> None:
     assert not np.array_equal(later_a, later_b)  # the planted change is visible one day later
 
 
-
 def test_peer_design_does_not_move_with_the_sector_peers_of_atfts_graph(tmp_path: Path) -> None:
     """The peers' correlation-neighbour mean is the graph without sector peers, whatever
     ``graph.sector_k`` atft trains with (the sector mean is an input of its own)."""

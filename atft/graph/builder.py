@@ -145,8 +145,8 @@ class GraphBuilder:
     def __init__(self, *, lookback: int = GraphConfig.lookback, min_obs: int = GraphConfig.min_obs,
                  top_k: int = GraphConfig.top_k, threshold: float = GraphConfig.threshold,
                  cache_size: int = GraphConfig.cache_size, cache_bytes: int = 2 * 2**30,
-                 sector_k: int = GraphConfig.sector_k, residual: str = GraphConfig.residual, rank_by: str = GraphConfig.rank_by,
-                 num_threads: int = GraphConfig.num_threads) -> None:
+                 sector_k: int = GraphConfig.sector_k, residual: str = GraphConfig.residual,
+                 rank_by: str = GraphConfig.rank_by, num_threads: int = GraphConfig.num_threads) -> None:
         if (lookback < 2 or min_obs < 2 or top_k < 1 or not 0.0 <= threshold < 1.0 or cache_size < 0
                 or sector_k < 0):
             raise InputError(f"bad graph parameters lookback={lookback} min_obs={min_obs} top_k={top_k} "
@@ -180,7 +180,8 @@ class GraphBuilder:
         """From ``cfg.graph`` (a ``GraphConfig``)."""
         return cls(lookback=int(gcfg.lookback), min_obs=int(gcfg.min_obs), top_k=int(gcfg.top_k),
                    threshold=float(gcfg.threshold), cache_size=int(gcfg.cache_size),
-                   sector_k=int(gcfg.sector_k), residual=str(gcfg.residual), rank_by=str(gcfg.rank_by), num_threads=int(gcfg.num_threads))
+                   sector_k=int(gcfg.sector_k), residual=str(gcfg.residual), rank_by=str(gcfg.rank_by),
+                   num_threads=int(gcfg.num_threads))
 
     @property
     def params(self) -> tuple[int, int, int, float, str, str, int]:
