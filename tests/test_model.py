@@ -360,3 +360,43 @@ def test_graph_skip_adds_an_anchored_linear_peer_effect_and_goes_with_the_graph(
     # the graph skip is part of the graph path: bypassing the GAT switches it off too
     assert build(smoke("model.graph_skip=true", "model.use_gat=false")).graph_skip is None
     assert build(smoke()).graph_skip is None
+
+
+def test_graph_skip_sector_mean_adds_a_direction_on_the_same_sector_neighbour_mean() -> None:
+    on = build(smoke("model.graph_skip=true", "model.graph_skip_sector_mean=true")).eval()
+    gs = on.graph_skip
+    assert gs is not None and gs.sector_direction is not None
+    assert float(gs.sector_direction.weight.abs().sum()) == 0.0  # starts as a no-op
+    assert build(smoke("model.graph_skip=true")).graph_skip.sector_direction is None  # off by default in code
+    b = day(12, k=5)
+    x, (src, dst), same = b.features[:, -1], b.edge_index, b.edge_attr[:, 1]
+    assert 0 < int(same.sum()) < len(same)  # the batch has both kinds of edges
+    with torch.no_grad():
+        for p in (gs.direction.weight, gs.sector_direction.weight, gs.gate.weight, gs.loading, gs.bias):
+            torch.nn.init.normal_(p)
+        got = gs(x, b.edge_index, b.edge_attr)  # [N, horizons]
+        # reference: plain mean over each stock's same-sector in-neighbours (0 if it has none)
+        sector_mean = torch.zeros_like(x)
+        for i in range(12):
+            inc = (dst == i) & (same > 0)
+            if inc.any():
+                sector_mean[i] = x[src[inc]].mean(0)
+        d = (gs.direction(gs.neighbour_mean(x, b.edge_index, b.edge_attr))
+             + sector_mean @ gs.sector_direction.weight.T)  # [N, 1]
+        loading = gs.loading.clone()
+        loading[gs.anchor] = 1.0
+        torch.testing.assert_close(got, d * loading + gs.bias, rtol=1e-4, atol=1e-5)
+        # without same-sector edges (a panel without sector codes) the sector direction does nothing
+        no_sector = b.edge_attr.clone()
+        no_sector[:, 1] = 0.0
+        before = gs(x, b.edge_index, no_sector)
+        torch.nn.init.normal_(gs.sector_direction.weight)
+        torch.testing.assert_close(gs(x, b.edge_index, no_sector), before)
+    # like the gated direction, the sector direction is trained by the anchor horizon only
+    on.train()
+    others = [k for j, k in enumerate(on.keys) if j != gs.anchor]
+    sum(on(b)["predictions"][k].square().sum() for k in others).backward()
+    assert float(gs.sector_direction.weight.grad.abs().sum()) == 0.0
+    on.zero_grad()
+    on(b)["predictions"][on.keys[gs.anchor]].square().sum().backward()
+    assert float(gs.sector_direction.weight.grad.norm()) > 0

@@ -87,6 +87,7 @@ class ModelConfig:
     gat_node_inputs: bool = True  # GAT node features also get a projection of the last-day inputs
     linear_skip: bool = False  # add a linear map of the last-day inputs to every quantile (wide & deep)
     graph_skip: bool = False  # add a linear peer effect of the edge-gated neighbour mean of the last-day inputs (graph path)
+    graph_skip_sector_mean: bool = False  # the graph skip also maps the same-sector neighbour mean by a direction of its own
     quantiles: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])  # quantile levels; median = point
     head_init_std: float = 0.15  # std of the head's last-layer init: first predictions spread ~0.25 target std
 

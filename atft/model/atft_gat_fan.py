@@ -75,6 +75,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         graph_skip: add a linear peer effect of the edge-gated mean of the neighbours' last-day
             inputs, its direction learnt on the shortest horizon (``NeighbourLinearSkip``; None
             when off or when the graph path is off).
+        graph_skip_sector_mean: the graph skip also maps the plain same-sector neighbour mean
+            by a direction of its own.
 
     Shapes:
         batch.features ``[N, T, F]``, edge_index ``[2, E]``, edge_attr ``[E, 3]``;
@@ -99,7 +101,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                  graph_off_reason: str = "gat_heads=None",
                  gat_node_inputs: bool = ModelConfig.gat_node_inputs,
                  linear_skip: bool = ModelConfig.linear_skip,
-                 graph_skip: bool = ModelConfig.graph_skip) -> None:
+                 graph_skip: bool = ModelConfig.graph_skip,
+                 graph_skip_sector_mean: bool = ModelConfig.graph_skip_sector_mean) -> None:
         super().__init__()
         if num_features < 1:
             raise ShapeError(f"num_features must be >= 1, got {num_features}. Fix: set "
@@ -128,7 +131,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
         self.heads = MultiHorizonHeads(hidden_size, self.keys, quantiles, init_std=head_init_std, dropout=dropout)
         self.linear_skip = nn.Linear(num_features, len(self.keys)) if linear_skip else None
         shortest = min(range(len(horizons)), key=lambda j: horizons[j])  # the skip's anchor horizon
-        self.graph_skip = (NeighbourLinearSkip(num_features, len(self.keys), anchor=shortest)
+        self.graph_skip = (NeighbourLinearSkip(num_features, len(self.keys), anchor=shortest,
+                                               sector_mean=graph_skip_sector_mean)
                            if gat_heads is not None and graph_skip else None)
         if self.gat is None:
             log.warning("ATFT_GAT_FAN: the graph path (GAT) is bypassed (%s): predictions use the "
@@ -164,7 +168,8 @@ class ATFT_GAT_FAN(nn.Module):  # noqa: N801 - the model's published name
                    fan_top_k=m.fan_top_k, san_slice_len=m.san_slice_len,
                    gat_heads=list(m.gat_heads) if cfg.graph_on else None, gat_dropout=m.gat_dropout,
                    edge_dropout=m.edge_dropout, head_init_std=m.head_init_std, graph_off_reason=reason,
-                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip, graph_skip=m.graph_skip)
+                   gat_node_inputs=m.gat_node_inputs, linear_skip=m.linear_skip, graph_skip=m.graph_skip,
+                   graph_skip_sector_mean=m.graph_skip_sector_mean)
 
     def reset_parameters(self) -> None:
         """Re-initialize every block (a fresh, valid model)."""

@@ -25,6 +25,17 @@ by their edge features (e.g. prefer same-sector edges of a correlation graph). T
 the same per-day graph as the GAT (block-diagonal over packed days, so no mixing across days)
 and is off whenever the graph path is off (``model.use_gat=false`` / ``graph.enabled=false``).
 A stock without neighbours gets ``m_i = 0`` (only the biases ``c``).
+
+With ``sector_mean`` (``model.graph_skip_sector_mean``) the direction also reads the plain mean
+over the same-sector in-edges, with a direction of its own::
+
+    m_i^s = mean of x_j over i's in-neighbours j with same_sector_ij = 1     (0 if none)
+    d_i   = m_i . v + m_i^s . u
+
+the industry-relative input a quant's linear model has next to the correlation neighbours (the
+ridge "own + nbr" of ``bench/bench_quality.py`` reads the correlation mean and the same-sector
+mean as two blocks). The gated mean alone has to mix both through one direction. A panel without
+sector codes has no same-sector edges, so ``m^s = 0`` and only ``v`` acts.
 """
 
 from __future__ import annotations
@@ -32,6 +43,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
+
+SAME_SECTOR = 1  # column of the same-sector flag in edge_attr [rho, same_sector, same_market]
+
+
+def _weighted_mean(x: Tensor, edge_index: Tensor, w: Tensor) -> Tensor:
+    """``sum_j w_ij x_j / sum_j w_ij`` over in-edges, self-loops weighing 0.
+
+    Shapes: x ``[N, F]``, edge_index ``[2, E]``, w ``[E, 1]`` -> ``[N, F]`` (zeros where the weights sum to 0).
+    """
+    n = x.shape[0]
+    src, dst = edge_index[0], edge_index[1]
+    w = w * (src != dst).unsqueeze(-1)  # [E, 1]
+    total = scatter(w * x[src], dst, dim=0, dim_size=n, reduce="sum")  # [N, F]
+    weight = scatter(w, dst, dim=0, dim_size=n, reduce="sum")  # [N, 1]
+    return total / weight.clamp_min(1e-6)  # [N, F]
 
 
 class NeighbourLinearSkip(nn.Module):
@@ -42,19 +68,23 @@ class NeighbourLinearSkip(nn.Module):
         out_features: K, one output per horizon.
         anchor: index of the output that trains the direction (the shortest horizon).
         edge_dim: width of the edge features.
+        sector_mean: also map the plain same-sector neighbour mean by a direction of its own
+            (``sector_direction``, None when off).
 
     Shapes:
         x: ``[N, F]``; edge_index: ``[2, E]`` long (row 0 source j, row 1 target i);
         edge_attr: ``[E, edge_dim]`` -> ``[N, K]``.
     """
 
-    def __init__(self, num_features: int, out_features: int, *, anchor: int = 0, edge_dim: int = 3) -> None:
+    def __init__(self, num_features: int, out_features: int, *, anchor: int = 0, edge_dim: int = 3,
+                 sector_mean: bool = False) -> None:
         super().__init__()
         if not 0 <= anchor < out_features:
             raise ValueError(f"anchor must index one of the {out_features} outputs, got {anchor}")
         self.anchor = anchor
         self.gate = nn.Linear(edge_dim, 1)
         self.direction = nn.Linear(num_features, 1, bias=False)  # v
+        self.sector_direction = nn.Linear(num_features, 1, bias=False) if sector_mean else None  # u
         self.loading = nn.Parameter(torch.empty(out_features))  # l; l[anchor] is not used (1)
         self.bias = nn.Parameter(torch.empty(out_features))  # c
         self.register_buffer("is_anchor", torch.arange(out_features) == anchor, persistent=False)
@@ -65,18 +95,21 @@ class NeighbourLinearSkip(nn.Module):
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
         nn.init.zeros_(self.direction.weight)
+        if self.sector_direction is not None:
+            nn.init.zeros_(self.sector_direction.weight)
         nn.init.ones_(self.loading)
         nn.init.zeros_(self.bias)
 
     def neighbour_mean(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         """``m`` of the module docstring. Shapes: -> ``[N, F]`` (zeros for isolated stocks)."""
-        n = x.shape[0]
-        src, dst = edge_index[0], edge_index[1]
-        w = torch.sigmoid(self.gate(edge_attr)) * (src != dst).unsqueeze(-1)  # [E, 1]; self-loops weigh 0
-        total = scatter(w * x[src], dst, dim=0, dim_size=n, reduce="sum")  # [N, F]
-        weight = scatter(w, dst, dim=0, dim_size=n, reduce="sum")  # [N, 1]
-        return total / weight.clamp_min(1e-6)  # [N, F]
+        return _weighted_mean(x, edge_index, torch.sigmoid(self.gate(edge_attr)))
+
+    def sector_neighbour_mean(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        """``m^s`` of the module docstring. Shapes: -> ``[N, F]`` (zeros without same-sector in-edges)."""
+        return _weighted_mean(x, edge_index, edge_attr[:, SAME_SECTOR : SAME_SECTOR + 1])
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         d = self.direction(self.neighbour_mean(x, edge_index, edge_attr))  # [N, 1]
+        if self.sector_direction is not None:
+            d = d + self.sector_direction(self.sector_neighbour_mean(x, edge_index, edge_attr))  # [N, 1]
         return torch.where(self.is_anchor, d, d.detach() * self.loading) + self.bias  # [N, K]
