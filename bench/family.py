@@ -193,7 +193,7 @@ def adaptive_norm_effect(checkpoint: Path, prepared: Prepared) -> dict[str, floa
             branch = model.norm_scale * model.san(model.fan(sequence))
             ratios.append(float(branch.pow(2).mean().sqrt() / sequence.pow(2).mean().sqrt().clamp_min(1e-12)))
     return {"branch / sequence": float(np.mean(ratios)), "output change / spread": float(np.mean(changes)),
-            "|norm_scale|": float(model.norm_scale.abs().mean())}
+            "|norm_scale|": float(model.norm_scale.detach().abs().mean())}
 
 
 def run_panel(world: str, seed: int, args: Any, out_dir: Path,
