@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -326,7 +327,14 @@ def family_main(args: Any) -> int:
     if unknown or bad:
         raise SystemExit(f"unknown contenders {unknown} / worlds {bad}. Fix: use {[*ATFT_VARIANTS, *PEERS]} "
                          f"and {list(WORLDS)}.")
-    out_dir = Path(tempfile.mkdtemp(prefix="atft_family_"))
+    out_dir = Path(tempfile.mkdtemp(prefix="atft_family_"))  # panels, runs, checkpoints: ~0.3 GiB a panel
+    try:
+        return _run_family(args, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _run_family(args: Any, out_dir: Path) -> int:
     print(machine_line())
     print(f"worlds {args.worlds}; panel seeds {args.seeds}; {args.stocks} stocks x {args.dates} days; "
           f"at most {args.epochs} epochs (best epoch on validation IC@1d, early stopping patience "

@@ -118,3 +118,28 @@ def test_saved_runs_merge_per_contender_later_files_winning(tmp_path: Path) -> N
     assert merged["scores"]["atft"]["horizon_1d"]["ic"] == 0.07  # the later file's run
     assert merged["scores"]["ridge own"]["horizon_1d"]["ic"] == 0.05  # kept from the earlier file
     assert set(merged["daily"]) == {"atft", "ridge own"}
+
+
+def test_a_family_run_removes_its_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Panels, runs and checkpoints (~0.3 GiB a panel) go, whether the run ends or fails."""
+    import tempfile
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[Path] = []
+
+    def run(args: object, out_dir: Path, fail: bool) -> int:
+        (out_dir / "panel.parquet").write_bytes(b"x")
+        seen.append(out_dir)
+        if fail:
+            raise RuntimeError("a fit failed")
+        return 0
+
+    args = SimpleNamespace(quick=False, contenders=["ridge own"], worlds=["sector"])
+    monkeypatch.setattr(family, "_run_family", lambda a, d: run(a, d, fail=False))
+    assert family.family_main(args) == 0
+    monkeypatch.setattr(family, "_run_family", lambda a, d: run(a, d, fail=True))
+    with pytest.raises(RuntimeError, match="a fit failed"):
+        family.family_main(args)
+    assert len(seen) == 2 and all(d.parent == tmp_path and not d.exists() for d in seen)
+    assert list(tmp_path.iterdir()) == []
