@@ -25,9 +25,11 @@ ridge, (3) bypassing the graph lowers IC with a paired t-stat >= 3.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import multiprocessing as mp
+import shutil
 import sys
 import tempfile
 import time
@@ -263,6 +265,7 @@ def main() -> int:
     ov = list(args.overrides) + ([f"train.max_epochs={args.epochs}"] if args.epochs else [])
     cfg = load(args.config, ov + ["train.progress=false"], apply_env=False)
     tmp = Path(tempfile.mkdtemp(prefix="atft_quality_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # runs and checkpoints go when the bench ends
     cfg.train.run_dir, cfg.train.log_dir = str(tmp / "runs"), str(tmp / "logs")
     h = Horizons.from_config(cfg)
     data_path = Path(cfg.data.path) if cfg.data.path else ensure_default_panel(cfg)
