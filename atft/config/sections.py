@@ -103,6 +103,7 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warmup, then cosine decay to lr * min_lr_ratio
     min_lr_ratio: float = 0.1  # floor of the cosine schedule
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    ema_decay: float = 0.0  # EMA of the weights after every step, validated, kept and scored instead of them (atft.train.averaging); 0 = off
     pinball_weight: float = 1.0  # weight of the pinball (quantile) loss
     corr_weight: float = 0.1  # weight of the per-date (1 - Pearson) term; 0 = off
     horizon_weights: list[float] = field(default_factory=list)  # one per horizon; [] = equal (normalized to sum 1)

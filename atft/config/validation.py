@@ -61,6 +61,7 @@ RANGES: dict[str, tuple[str, float, str]] = {
     "train.warmup_steps": (">=", 0, "steps"),
     "train.min_lr_ratio": ("[0,1]", 0, "a share of the peak learning rate"),
     "train.grad_clip": (">=", 0, "a gradient norm (0 = off)"),
+    "train.ema_decay": ("[0,1)", 0, "a decay of the weight average (0 = off)"),
     "train.pinball_weight": (">=", 0, "a loss weight"),
     "train.corr_weight": (">=", 0, "a loss weight"),
     "train.cost_bps": (">=", 0, "a cost in basis points"),

@@ -35,6 +35,7 @@ from atft.errors import InputError
 from atft.eval.inference import ic_bootstrap_ci
 from atft.io import atomic_path, write_json, write_text
 from atft.progress import Ticker
+from atft.train.averaging import WeightAverage
 from atft.train.distributed import AgreedStop, Dist, DistributedLoss, rank_seed, session
 from atft.train.guards import Guards, GuardStop
 from atft.train.interrupt import RunInterrupted
@@ -135,15 +136,26 @@ def _run_dir(cfg: Config, resume: str | Path | None, run_id: str | None) -> tupl
     return run_dir, run_dir.name
 
 
-def _restore(ck: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any, ctx: Dist) -> _State:
+def _restore(ck: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any, ctx: Dist,
+             average: WeightAverage | None) -> _State:
     """The run's state from ``last.pt``; each rank of a data-parallel run takes its own RNG state and
-    epoch position (``ranks``), so the same number of processes must resume it."""
+    epoch position (``ranks``), so the same number of processes must resume it; the weight average
+    continues from the saved one (the same ``train.ema_decay`` required)."""
     if int(ck.get("world_size", 1)) != ctx.world_size:
         raise InputError(f"cannot resume: the run was trained by {ck.get('world_size', 1)} process(es), this is "
                          f"{ctx.world_size}. Fix: resume with torchrun --nproc_per_node {ck.get('world_size', 1)} "
                          f"(atft train --nproc {ck.get('world_size', 1)}).")
     if ctx.active:
         ck = {**ck, **ck["ranks"][ctx.rank]}  # this rank's RNG state and mid-epoch position
+    if (ck.get("ema") is None) != (average is None):
+        saved = ck["ema"]["decay"] if ck.get("ema") is not None else 0.0
+        raise InputError(f"cannot resume: the run was trained with train.ema_decay={saved}, this config has "
+                         f"{average.decay if average is not None else 0.0}. Fix: resume with train.ema_decay={saved}.")
+    if average is not None:
+        try:
+            average.load_state_dict(ck["ema"])
+        except ValueError as exc:
+            raise InputError(f"cannot resume: {exc}") from None
     model.load_state_dict(ck["state_dict"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
@@ -231,6 +243,8 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
             torch.manual_seed(rank_seed(t.seed, ctx.rank))
         loss_fn = MultiHorizonLoss.from_config(cfg)
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        average = WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None
+        scored = average.module if average is not None else model  # the weights validated, kept and scored
         train_loader = prepared.loader("train", shuffle=True, num_replicas=ctx.world_size, rank=ctx.rank)
         val_loader = prepared.loader("val", shuffle=False)
         steps_per_epoch = min(len(train_loader), t.max_steps_per_epoch or len(train_loader))
@@ -238,7 +252,7 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
         scale = _target_scale(prepared)
         st = _State()
         if resume is not None:
-            st = _restore(load_checkpoint(last_pt), model, optimizer, scheduler, ctx)
+            st = _restore(load_checkpoint(last_pt), model, optimizer, scheduler, ctx, average)
             log.info("resumed %s at epoch %d%s", run_dir, st.start_epoch,
                      f", batch {st.partial.batches}" if st.partial else "")
 
@@ -247,7 +261,8 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
         def save_last(epoch: int, mid: EpochProgress | None = None) -> None:  # a collective under torchrun
             extra = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      **rng_state(), "best_metric": st.best_metric, "best_epoch": st.best_epoch,
-                     "bad_epochs": st.bad_epochs, "history": st.history, "mid_epoch": mid.to_dict() if mid else None}
+                     "bad_epochs": st.bad_epochs, "history": st.history, "mid_epoch": mid.to_dict() if mid else None,
+                     "ema": average.state_dict() if average is not None else None}
             if ctx.active:  # every rank's RNG state and epoch position
                 extra.update(world_size=ctx.world_size, ranks=ctx.gather(
                     {**rng_state(), "mid_epoch": mid.to_dict() if mid else None}))
@@ -274,7 +289,8 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
                                     grad_clip=t.grad_clip, bf16=t.bf16, max_steps=t.max_steps_per_epoch,
                                     progress=bar, guards=guards, governor=governor, ticker=ticker,
                                     total_steps=steps_per_epoch, stop=stop,
-                                    resume_from=st.partial if epoch == st.start_epoch else None)
+                                    resume_from=st.partial if epoch == st.start_epoch else None,
+                                    after_step=average.update if average is not None else None)
                 if stats.interrupted:
                     save_last(epoch, stats.progress)
                     if ctx.is_main:
@@ -298,7 +314,7 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
                     bar.close()
             val, record = None, None
             if ctx.is_main:  # validation once, on rank 0; its record (and so every decision) broadcast
-                val = evaluate(model, val_loader, loss_fn, horizons, device=device, bf16=t.bf16,
+                val = evaluate(scored, val_loader, loss_fn, horizons, device=device, bf16=t.bf16,
                                min_stocks=cfg.data.min_stocks, target_scale=scale, cost_bps=t.cost_bps)
                 lr = float(optimizer.param_groups[0]["lr"])
                 record = epoch_record(epoch, stats, val, lr)
@@ -312,7 +328,7 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
             if _better(watched, st.best_metric, t.early_stopping_mode):
                 st.best_metric, st.best_epoch, st.bad_epochs = watched, epoch, 0
                 if val is not None:
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", model, cfg, prepared.normalizer,
+                    save_checkpoint(run_dir / "checkpoints" / "best.pt", scored, cfg, prepared.normalizer,
                                     extra={"epoch": epoch, "metric": watched})
                     with atomic_path(run_dir / "predictions_val.parquet") as tmp:
                         val.predictions.write_parquet(tmp)
@@ -356,6 +372,7 @@ def _fit(cfg: Config, prepared: Prepared | None, ctx: Dist, *, resume: str | Pat
             write_json(run_dir / "metrics.json", final)
         final = ctx.broadcast(final)
         model = optimizer = scheduler = loss_fn = train_loader = val_loader = None  # type: ignore[assignment]
+        average = scored = None  # type: ignore[assignment]
         train_model = train_loss = None  # type: ignore[assignment]
         release_cuda_memory()  # nothing of the run referenced any more (save_last's cells included)
         return FitResult(run_dir, st.history, st.best_epoch, st.best_metric, final, stopped_early)

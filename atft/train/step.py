@@ -170,6 +170,7 @@ def train_epoch(
     total_steps: int = 0,
     resume_from: EpochProgress | None = None,
     stop: Callable[[], bool] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
     """One epoch of ``train_step`` over ``loader`` (an iterable of DayBatch).
 
@@ -178,7 +179,8 @@ def train_epoch(
     (``atft.train.threads``); ``ticker`` logs a plain progress line (step, samples/s, loss, ETA)
     every ``train.log_every_s`` seconds for logs without a terminal (``total_steps`` for the ETA).
     ``resume_from`` continues an epoch a mid-epoch checkpoint left; ``stop()`` is asked after every
-    batch and ends the epoch early (``interrupted``) when it says so.
+    batch and ends the epoch early (``interrupted``) when it says so; ``after_step()`` runs after
+    every optimizer step (the weight average, ``atft.train.averaging``).
     """
     model.train()
     p = resume_from or EpochProgress()
@@ -210,6 +212,8 @@ def train_epoch(
                     p.per_horizon_sum[k] = p.per_horizon_sum.get(k, 0.0) + v
                 p.steps += 1
                 p.samples += batch.num_stocks
+                if after_step is not None:
+                    after_step()
                 if progress is not None:
                     progress.update(1)
                 if ticker is not None:
