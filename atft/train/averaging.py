@@ -26,7 +26,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 class WeightAverage:
-    """The EMA of ``model``'s parameters and buffers (``update`` after each optimizer step).
+    """The EMA of ``model``'s parameters (``update`` after each optimizer step); buffers are kept as
+    copied (this model's are constants: no batch norm).
 
     Args:
         model: the trained module (unwrapped: not the DDP wrapper).
@@ -38,7 +39,7 @@ class WeightAverage:
             raise ValueError(f"the EMA decay must be in (0, 1), got {decay}. Fix: set train.ema_decay "
                              "in (0, 1), or 0 for no averaging.")
         self.decay = float(decay)
-        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay))  # buffers: constants (no batch norm), kept as copied
+        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
         self._model = model
 
     @property
@@ -64,7 +65,7 @@ class WeightAverage:
         Raises:
             ValueError: the saved average used another decay (the window would change mid-run).
         """
-        if abs(float(state["decay"]) - self.decay) > 0.0:
+        if float(state["decay"]) != self.decay:
             raise ValueError(f"the checkpoint averaged the weights with train.ema_decay={state['decay']}, this "
                              f"run has {self.decay}. Fix: resume with train.ema_decay={state['decay']}.")
         self.averaged.load_state_dict(state["state_dict"])

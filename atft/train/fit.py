@@ -147,15 +147,12 @@ def _restore(ck: dict[str, Any], model: torch.nn.Module, optimizer: Any, schedul
                          f"(atft train --nproc {ck.get('world_size', 1)}).")
     if ctx.active:
         ck = {**ck, **ck["ranks"][ctx.rank]}  # this rank's RNG state and mid-epoch position
-    if (ck.get("ema") is None) != (average is None):
-        saved = ck["ema"]["decay"] if ck.get("ema") is not None else 0.0
+    saved = float(ck["ema"]["decay"]) if ck.get("ema") is not None else 0.0
+    if saved != (average.decay if average is not None else 0.0):
         raise InputError(f"cannot resume: the run was trained with train.ema_decay={saved}, this config has "
                          f"{average.decay if average is not None else 0.0}. Fix: resume with train.ema_decay={saved}.")
     if average is not None:
-        try:
-            average.load_state_dict(ck["ema"])
-        except ValueError as exc:
-            raise InputError(f"cannot resume: {exc}") from None
+        average.load_state_dict(ck["ema"])
     model.load_state_dict(ck["state_dict"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
